@@ -1,0 +1,1 @@
+"""IQ sample formats and SigMF recordings."""

@@ -1,0 +1,1 @@
+"""Pluggable inference backends (one module per backend)."""

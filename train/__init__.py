@@ -1,0 +1,1 @@
+"""Offline companion tool: design, train, prune, quantize and export models."""
