@@ -1,0 +1,304 @@
+"""Traffic models: which 802.11 frames an access point's channel carries, and what they look like.
+
+Payload bits are random (the papers' captures were WPA2-encrypted); what the models decide is
+what the radio can see: PHY format, rate or MCS, preamble, MPDU length (carried in L-SIG /
+HT-SIG / the PLCP header even when the packet is truncated) and aggregation.
+
+Where the numbers come from:
+
+* Label mix: Tables 4 and 5 of Goez et al. 2024 (`000_b643e4d5031e6ce2.txt`). Table 4 gives the
+  PHY x frame-type counts of the 466,348 packets; Table 5 the application counts of the data
+  frames (95,306 packets). The 44,919 data frames of Table 4 not covered by Table 5 carry no
+  (known) application: they become `app = none` data frames.
+* Frame lengths: IEEE 802.11-2016 clause 9. Control frames have fixed lengths (ACK/CTS 14 B,
+  RTS 20 B, BlockAckReq 24 B, compressed BlockAck 32 B, all with FCS). A protected QoS data
+  MPDU adds 26 B MAC header + 8 B CCMP header + 8 B MIC + 4 B FCS + 8 B LLC/SNAP = 54 B to its
+  IP packet; an A-MPDU subframe adds a 4 B delimiter and pads to 4 B.
+* Application packet sizes (IP layer): TCP bulk transfers send MSS-sized (1500 B IP) segments
+  and 52 B pure ACKs; QUIC (YouTube) sends packets of at most 1350 B UDP payload (Google's
+  QUIC default, 1378 B IP) and small ACK-frequency packets. Per-application choices follow
+  published traffic studies: Netflix and YouTube stream in ON/OFF bursts of large segments
+  (Rao et al., "Network characteristics of video streaming traffic", CoNEXT 2011); Twitch
+  delivers HLS segments every 2 s over TCP; Spotify fetches track chunks over TCP in bursts
+  (Kreitz and Niemela, "Spotify - large scale, low latency, P2P music-on-demand streaming",
+  IEEE P2P 2010); TuneIn relays continuous Icecast/SHOUTcast radio streams at 64-320 kbit/s,
+  so its segments are often partial; Google Podcasts downloads whole episodes over HTTP. The
+  parameters below are modelled after those descriptions, not fitted to the (unreachable) real
+  captures: treat per-application accuracy on synthetic data as a property of these models.
+* Rate adaptation: the highest MCS / rate whose typical required SNR (10% PER, 1500 B,
+  AWGN) the link meets, with Minstrel-like probing of a neighbouring rate 10% of the time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from edge_daemon.schema import APP, APP_TYPE_OF_APP, FRAME, PHY
+
+Preamble = Literal["long", "short"]
+
+# Table 4: rows frame (mgmt, ctrl, data), columns phy (802.11b, 802.11g, 802.11n).
+TABLE4_PHY_BY_FRAME: dict[str, dict[str, int]] = {
+    "mgmt": {"802.11b": 74662, "802.11g": 494, "802.11n": 0},
+    "ctrl": {"802.11b": 5340, "802.11g": 245627, "802.11n": 0},
+    "data": {"802.11b": 5030, "802.11g": 337, "802.11n": 134858},
+}
+# Table 5 applications, plus Table 4's data frames that carry none of them.
+TABLE5_APPS_OF_DATA: dict[str, int] = {
+    "spotify": 13822,
+    "tunein": 10229,
+    "gpodcast": 15002,
+    "youtube": 16671,
+    "netflix": 18268,
+    "twitch": 21314,
+    "none": 140225 - 95306,
+}
+
+MAC_OVERHEAD_BYTES = 54  # QoS data header 26 + CCMP 8 + MIC 8 + FCS 4 + LLC/SNAP 8
+CONTROL_FRAME_BYTES = {"ack": 14, "cts": 14, "rts": 20, "block_ack_req": 24, "block_ack": 32}
+
+# Required SNR (dB) per 802.11n MCS 0-7 and legacy OFDM rate, for about 10% PER on 1500 B frames
+# in AWGN (textbook receiver sensitivities shifted to SNR; the order matters more than the values).
+HT_MCS_MIN_SNR_DB = (2.0, 5.0, 9.0, 11.0, 15.0, 18.0, 20.0, 25.0)
+LEGACY_RATE_MIN_SNR_DB = {6: 2.0, 9: 4.0, 12: 5.0, 18: 8.0, 24: 11.0, 36: 15.0, 48: 19.0, 54: 21.0}
+DSSS_RATE_MIN_SNR_DB = {1.0: -2.0, 2.0: 1.0, 5.5: 5.0, 11.0: 8.0}
+LEGACY_BASIC_RATES = (6, 12, 24)
+HT_MCS_RATE_MBPS = (6.5, 13.0, 19.5, 26.0, 39.0, 52.0, 58.5, 65.0)  # 20 MHz, 1 stream, 800 ns GI
+
+
+@dataclass(frozen=True)
+class AppModel:
+    """Packet-size model of one application's traffic on the client's link."""
+
+    downlink_share: float  # fraction of the app's data frames that go AP -> client
+    large_ip_bytes: int  # the bulk packet size (TCP MSS segment or QUIC packet)
+    large_share: float  # fraction of downlink packets that are bulk-sized
+    small_ip_bytes: tuple[int, int]  # range of the remaining (partial / control) downlink packets
+    uplink_ip_bytes: tuple[int, int]  # range of uplink packets (TCP ACKs, QUIC ACKs, requests)
+    max_ampdu: int  # most MPDUs aggregated in one downlink A-MPDU (802.11n)
+    burst_packets_mean: float  # mean downlink frames per ON burst (stream timing)
+    off_seconds_mean: float  # mean idle time between bursts (stream timing)
+
+
+APP_MODELS: dict[str, AppModel] = {
+    "spotify": AppModel(0.62, 1500, 0.80, (300, 1400), (52, 120), 8, 120.0, 6.0),
+    "tunein": AppModel(0.58, 1500, 0.35, (200, 1200), (52, 80), 2, 6.0, 0.25),
+    "gpodcast": AppModel(0.66, 1500, 0.92, (600, 1400), (52, 64), 16, 400.0, 15.0),
+    "youtube": AppModel(0.70, 1378, 0.85, (100, 1300), (60, 140), 32, 300.0, 4.0),
+    "netflix": AppModel(0.68, 1500, 0.95, (400, 1400), (52, 64), 64, 500.0, 3.5),
+    "twitch": AppModel(0.66, 1500, 0.75, (150, 1400), (52, 90), 16, 200.0, 1.7),
+    # Data frames of no known application: DNS, ARP, keep-alives, other stations' traffic.
+    "none": AppModel(0.50, 1500, 0.20, (60, 1400), (40, 400), 4, 3.0, 0.5),
+}
+
+
+@dataclass(frozen=True)
+class TrafficMix:
+    """Joint label distribution: P(phy, frame) and P(app | data frame); default Tables 4 and 5."""
+
+    phy_by_frame: dict[str, dict[str, float]] = field(
+        default_factory=lambda: {f: dict(r) for f, r in TABLE4_PHY_BY_FRAME.items()}
+    )
+    apps_of_data: dict[str, float] = field(default_factory=lambda: dict(TABLE5_APPS_OF_DATA))
+
+    def __post_init__(self) -> None:
+        if set(self.phy_by_frame) != set(FRAME.classes):
+            raise ValueError(f"phy_by_frame needs the frames {list(FRAME.classes)}")
+        for frame, row in self.phy_by_frame.items():
+            if set(row) - set(PHY.classes):
+                raise ValueError(
+                    f"phy_by_frame[{frame!r}] has unknown phy {set(row) - set(PHY.classes)}"
+                )
+        if set(self.apps_of_data) - set(APP.classes):
+            raise ValueError(
+                f"apps_of_data has unknown apps {set(self.apps_of_data) - set(APP.classes)}"
+            )
+        weights = [w for row in self.phy_by_frame.values() for w in row.values()]
+        weights += list(self.apps_of_data.values())
+        if any(w < 0 for w in weights) or not sum(self.apps_of_data.values()) > 0:
+            raise ValueError("mix weights must be >= 0 with a positive total")
+
+    def joint_table(self) -> tuple[list[tuple[str, str]], np.ndarray]:
+        """(phy, frame) pairs and their probabilities."""
+        pairs = [(p, f) for f in FRAME.classes for p in PHY.classes]
+        w = np.array([self.phy_by_frame[f].get(p, 0.0) for p, f in pairs], dtype=np.float64)
+        return pairs, w / w.sum()
+
+    def app_table(self) -> tuple[list[str], np.ndarray]:
+        apps = [a for a in APP.classes if self.apps_of_data.get(a, 0.0) > 0]
+        w = np.array([self.apps_of_data[a] for a in apps], dtype=np.float64)
+        return apps, w / w.sum()
+
+
+@dataclass(frozen=True)
+class PacketSpec:
+    """Everything needed to synthesise one PPDU, and its four labels."""
+
+    phy: str
+    frame: str
+    app: str
+    subtype: str
+    length_bytes: int  # PSDU length (MPDU or A-MPDU) incl. FCS
+    rate: float  # Mbps for 802.11b/g, MCS index for 802.11n
+    preamble: Preamble = "long"  # 802.11b only
+    short_gi: bool = False  # 802.11n only
+
+    @property
+    def app_type(self) -> str:
+        return APP_TYPE_OF_APP[self.app]
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {"phy": self.phy, "frame": self.frame, "app_type": self.app_type, "app": self.app}
+
+
+def sample_labels(rng: np.random.Generator, mix: TrafficMix) -> tuple[str, str, str]:
+    """Draw (phy, frame, app) from the mix; only data frames carry an application."""
+    pairs, p = mix.joint_table()
+    phy, frame = pairs[int(rng.choice(len(pairs), p=p))]
+    app = "none"
+    if frame == "data":
+        apps, pa = mix.app_table()
+        app = apps[int(rng.choice(len(apps), p=pa))]
+    return phy, frame, app
+
+
+def _probe(rng: np.random.Generator, options: list, chosen_index: int) -> int:
+    """Minstrel-like rate probing: 10% of frames use a neighbouring rate."""
+    if rng.random() < 0.1:
+        chosen_index = int(np.clip(chosen_index + rng.choice((-1, 1)), 0, len(options) - 1))
+    return chosen_index
+
+
+def pick_ht_mcs(snr_db: float, rng: np.random.Generator) -> int:
+    ok = [m for m, need in enumerate(HT_MCS_MIN_SNR_DB) if snr_db >= need]
+    return _probe(rng, list(range(8)), ok[-1] if ok else 0)
+
+
+def pick_legacy_rate(snr_db: float, rng: np.random.Generator) -> int:
+    rates = sorted(LEGACY_RATE_MIN_SNR_DB)
+    ok = [i for i, r in enumerate(rates) if snr_db >= LEGACY_RATE_MIN_SNR_DB[r]]
+    return rates[_probe(rng, rates, ok[-1] if ok else 0)]
+
+
+def pick_dsss_rate(snr_db: float, rng: np.random.Generator) -> float:
+    rates = sorted(DSSS_RATE_MIN_SNR_DB)
+    ok = [i for i, r in enumerate(rates) if snr_db >= DSSS_RATE_MIN_SNR_DB[r]]
+    return rates[_probe(rng, rates, ok[-1] if ok else 0)]
+
+
+def _dsss_preamble(rate: float, rng: np.random.Generator) -> Preamble:
+    # Short preamble needs >= 2 Mbps; most modern 2.4 GHz stations use it when allowed.
+    return "short" if rate >= 2.0 and rng.random() < 0.7 else "long"
+
+
+def _mgmt_length(subtype: str, rng: np.random.Generator) -> int:
+    # Beacons and probe responses carry SSID, rates, DS, TIM, ERP, HT caps/info, RSN, WMM and
+    # vendor IEs: 150-400 B on a typical AP; probe requests 60-200 B; action/auth/assoc smaller.
+    lo, hi = {"beacon": (150, 400), "probe_resp": (150, 400), "probe_req": (60, 200)}.get(
+        subtype, (30, 120)
+    )
+    return int(rng.integers(lo, hi + 1))
+
+
+def app_frame_length(app: str, rng: np.random.Generator, downlink: bool) -> int:
+    """MPDU length (incl. FCS) of one data frame of `app`."""
+    model = APP_MODELS[app]
+    if not downlink:
+        ip = int(rng.integers(model.uplink_ip_bytes[0], model.uplink_ip_bytes[1] + 1))
+    elif rng.random() < model.large_share:
+        ip = model.large_ip_bytes
+    else:
+        ip = int(rng.integers(model.small_ip_bytes[0], model.small_ip_bytes[1] + 1))
+    return ip + MAC_OVERHEAD_BYTES
+
+
+def ampdu_length(mpdu_lengths: list[int]) -> int:
+    """PSDU length of an A-MPDU: 4 B delimiter per subframe, each padded to 4 B but the last."""
+    total = 0
+    for i, n in enumerate(mpdu_lengths):
+        sub = 4 + n
+        total += sub if i == len(mpdu_lengths) - 1 else (sub + 3) // 4 * 4
+    return total
+
+
+def data_spec(
+    phy: str, app: str, snr_db: float, rng: np.random.Generator, downlink: bool | None = None
+) -> PacketSpec:
+    """A data frame of `app` on `phy`, with length, aggregation and rate from the models."""
+    model = APP_MODELS[app]
+    if downlink is None:
+        downlink = bool(rng.random() < model.downlink_share)
+    if phy == "802.11n":
+        mcs = pick_ht_mcs(snr_db, rng)
+        n_mpdu = 1
+        if downlink and model.max_ampdu > 1:
+            n_mpdu = int(rng.integers(1, model.max_ampdu + 1))
+        lengths = [app_frame_length(app, rng, downlink) for _ in range(n_mpdu)]
+        # An HT-mixed PPDU lasts at most ~5.48 ms (L-SIG LENGTH <= 4095 at 6 Mbps): cap the
+        # aggregate at 5 ms of airtime, as an AP's aggregation limit does.
+        max_bytes = int(5e-3 * HT_MCS_RATE_MBPS[mcs] * 1e6 / 8)
+        while len(lengths) > 1 and ampdu_length(lengths) > max_bytes:
+            lengths.pop()
+        psdu = ampdu_length(lengths)  # HT data is always sent as an A-MPDU in practice
+        return PacketSpec(
+            phy, "data", app, "qos_data", psdu, float(mcs), short_gi=bool(rng.random() < 0.5)
+        )
+    length = app_frame_length(app, rng, downlink)
+    if app == "none" and rng.random() < 0.3:
+        length = 28  # null data frame (power-save signalling): header 24 + FCS 4
+    if phy == "802.11g":
+        return PacketSpec(phy, "data", app, "data", length, float(pick_legacy_rate(snr_db, rng)))
+    rate = pick_dsss_rate(snr_db, rng)
+    return PacketSpec(phy, "data", app, "data", length, rate, preamble=_dsss_preamble(rate, rng))
+
+
+def control_spec(phy: str, subtype: str, snr_db: float, rng: np.random.Generator) -> PacketSpec:
+    """A control frame; on OFDM it goes at a basic rate, on DSSS at 1 or 2 Mbps."""
+    length = CONTROL_FRAME_BYTES[subtype]
+    if phy == "802.11b":
+        rate = 2.0 if snr_db >= DSSS_RATE_MIN_SNR_DB[2.0] and rng.random() < 0.6 else 1.0
+        return PacketSpec(
+            "802.11b", "ctrl", "none", subtype, length, rate, _dsss_preamble(rate, rng)
+        )
+    if phy == "802.11n":
+        # Rare (Table 4 has none): control frames in HT PPDUs use a basic MCS (0-4).
+        mcs = min(pick_ht_mcs(snr_db, rng), 4)
+        return PacketSpec("802.11n", "ctrl", "none", subtype, length, float(mcs))
+    # Control responses in an HT BSS are sent in non-HT format at a basic rate: this is why
+    # Table 4's control frames are almost all 802.11g.
+    ok = [r for r in LEGACY_BASIC_RATES if snr_db >= LEGACY_RATE_MIN_SNR_DB[r]] or [6]
+    return PacketSpec("802.11g", "ctrl", "none", subtype, length, float(ok[-1]))
+
+
+def mgmt_spec(phy: str, subtype: str, snr_db: float, rng: np.random.Generator) -> PacketSpec:
+    """A management frame at a basic rate (1 Mbps DSSS or 6 Mbps OFDM, as APs send beacons)."""
+    length = _mgmt_length(subtype, rng)
+    if phy == "802.11b":
+        return PacketSpec("802.11b", "mgmt", "none", subtype, length, 1.0, "long")
+    if phy == "802.11g":
+        return PacketSpec("802.11g", "mgmt", "none", subtype, length, 6.0)
+    return PacketSpec("802.11n", "mgmt", "none", subtype, length, float(pick_ht_mcs(snr_db, rng)))
+
+
+def sample_spec(rng: np.random.Generator, mix: TrafficMix, snr_db: float) -> PacketSpec:
+    """One packet for the labelled dataset: labels from the mix, the rest from the models."""
+    phy, frame, app = sample_labels(rng, mix)
+    if frame == "data":
+        return data_spec(phy, app, snr_db, rng)
+    if frame == "ctrl":
+        subtype = str(
+            rng.choice(
+                ["ack", "block_ack", "rts", "cts", "block_ack_req"], p=[0.55, 0.2, 0.1, 0.1, 0.05]
+            )
+        )
+        if phy == "802.11b":
+            subtype = str(rng.choice(["ack", "rts", "cts"], p=[0.8, 0.1, 0.1]))
+        return control_spec(phy, subtype, snr_db, rng)
+    subtype = str(
+        rng.choice(["beacon", "probe_req", "probe_resp", "action"], p=[0.6, 0.2, 0.15, 0.05])
+    )
+    return mgmt_spec(phy, subtype, snr_db, rng)
