@@ -134,7 +134,7 @@ class ChannelSimulator:
         # (time, seq, source): sources ask for the medium at `time`.
         self._queue: list[tuple[int, int, str]] = []
         self._seq = 0
-        for i, ap in enumerate([self.ap, *self.neighbours]):
+        for i in range(1 + len(self.neighbours)):
             self._push(int(r.integers(0, BEACON_INTERVAL)), f"beacon:{i}")
         self._push(self._exp(c.probe_rate_hz), "probe")
         self._push(self._exp(c.background_rate_hz), "background")
@@ -292,14 +292,14 @@ def write_stream(
     if base.suffix in (".sigmf-meta", ".sigmf-data"):
         base = base.with_suffix("")
     base.parent.mkdir(parents=True, exist_ok=True)
-    total = int(round(seconds * SAMPLE_RATE_HZ))
+    total = round(seconds * SAMPLE_RATE_HZ)
     sim = ChannelSimulator(config, seed)
     description = f"edge-tc synthetic 802.11 channel, seed {seed}, {seconds} s"
+    extra = {"edge_tc:seed": seed}
     with (
-        SigMFWriter(base, SAMPLE_RATE_HZ, "cf32_le", description=description,
-                    extra_global={"edge_tc:seed": seed}) as writer,
-        tqdm(total=total, unit="S", unit_scale=True, disable=not progress, desc="synth stream") as bar,
-    ):  # fmt: skip
+        SigMFWriter(base, SAMPLE_RATE_HZ, "cf32_le", description, extra) as writer,
+        tqdm(total=total, unit="S", unit_scale=True, disable=not progress, desc="stream") as bar,
+    ):
         for start, samples, done in sim.chunks():
             n = min(samples.size, total - start)
             writer.write(samples[:n])
