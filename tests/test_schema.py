@@ -10,7 +10,13 @@ def test_tasks_in_dataset_order_with_budgets():
     assert schema.FRAME.classes == ("mgmt", "ctrl", "data")
     assert schema.APP_TYPE.classes == ("audio", "video", "none")
     assert schema.APP.classes == (
-        "spotify", "tunein", "gpodcast", "youtube", "netflix", "twitch", "none"
+        "spotify",
+        "tunein",
+        "gpodcast",
+        "youtube",
+        "netflix",
+        "twitch",
+        "none",
     )
     assert [t.max_exec_ms for t in schema.TASKS] == [2.0, 2.0, 7.0, 7.0]
     assert schema.INPUT_LENGTH == 3000

@@ -1,3 +1,5 @@
+import itertools
+
 import numpy as np
 import pytest
 
@@ -34,7 +36,7 @@ def test_packets_never_overlap_and_gaps_are_802_11_gaps(rec):
     starts = [a["core:sample_start"] for a in ann]
     assert starts == sorted(starts)
     gaps = np.array([b["core:sample_start"] - (a["core:sample_start"] + a["core:sample_count"])
-                     for a, b in zip(ann, ann[1:])])  # fmt: skip
+                     for a, b in itertools.pairwise(ann)])  # fmt: skip
     assert gaps.min() >= SIFS
     assert (gaps == SIFS).any()  # a frame and its response
     new_exchange = gaps[gaps != SIFS]
@@ -43,7 +45,7 @@ def test_packets_never_overlap_and_gaps_are_802_11_gaps(rec):
 
 def test_responses_follow_their_frames(rec):
     ann = rec.annotations
-    for a, b in zip(ann, ann[1:]):
+    for a, b in itertools.pairwise(ann):
         gap = b["core:sample_start"] - (a["core:sample_start"] + a["core:sample_count"])
         if gap == SIFS and a["edge_tc:frame"] == "data":
             assert b["edge_tc:frame"] == "ctrl"

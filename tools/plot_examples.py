@@ -15,14 +15,14 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from scipy import signal  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from scipy import signal
 
-from edge_daemon.schema import APP, FRAME, PHY, SAMPLE_RATE_HZ  # noqa: E402
-from edge_daemon.synth.generator import LabelledPacket, generate_packets  # noqa: E402
-from edge_daemon.synth.impairments import Impairments  # noqa: E402
-from edge_daemon.synth.traffic import TrafficMix  # noqa: E402
+from edge_daemon.schema import APP, FRAME, PHY, SAMPLE_RATE_HZ
+from edge_daemon.synth.generator import LabelledPacket, generate_packets
+from edge_daemon.synth.impairments import Impairments
+from edge_daemon.synth.traffic import TrafficMix
 
 BALANCED = TrafficMix(
     phy_by_frame={f: {p: 1.0 for p in PHY.classes} for f in FRAME.classes},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -36,7 +37,7 @@ def duration_samples(spec: PacketSpec) -> int:
     """Length in samples of the PPDU `synthesize(spec)` returns, without synthesising it."""
     if spec.phy == "802.11b":
         return dsss.ppdu_duration_samples(spec.length_bytes, spec.rate, spec.preamble)
-    kind = "legacy" if spec.phy == "802.11g" else "ht"
+    kind: Literal["legacy", "ht"] = "legacy" if spec.phy == "802.11g" else "ht"
     return ofdm.ppdu_duration_samples(kind, spec.length_bytes, int(spec.rate), spec.short_gi)
 
 
