@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from edge_daemon.errors import EdgeTcError
+from train.cli import add_train_parser
 
 EXIT_BAD_INPUT = 2
 
@@ -90,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--json", action="store_true", help="print the report as JSON")
     ins.add_argument("--stf", action="store_true", help="refine OFDM starts with L-STF autocorr")
     ins.set_defaults(func=_cmd_inspect)
+
+    add_train_parser(sub)
     return parser
 
 
