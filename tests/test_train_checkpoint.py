@@ -23,7 +23,7 @@ def test_round_trip_keeps_pruned_widths_and_weights(tmp_path):
 def test_garbage_file_is_a_model_error(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(ModelError, match="bad.pt"):
+    with pytest.raises(ModelError, match=r"bad\.pt"):
         load_checkpoint(bad)
 
 
