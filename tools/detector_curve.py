@@ -46,7 +46,12 @@ def main() -> int:
                   file=sys.stderr)  # fmt: skip
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    result = {"seconds": args.seconds, "seed": args.seed, "machine": platform.machine(), "rows": rows}
+    result = {
+        "seconds": args.seconds,
+        "seed": args.seed,
+        "machine": platform.machine(),
+        "rows": rows,
+    }
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     phys = sorted({p for r in rows for p in r["recall_by_phy"]})
     print("| SNR (dB) | packets | recall | precision | " + " | ".join(phys) + " |")
