@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from edge_daemon.errors import EdgeTcError
 from edge_daemon.schema import INPUT_LENGTH
@@ -47,6 +51,309 @@ def _cmd_describe(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- prune and sweep (paper 2) ------------------------------------------------------------------
+
+
+def _add_finetune_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by `prune` and `sweep`: the model, the data and the fine-tuning."""
+    p.add_argument("--checkpoint", required=True, help="trained model (a train.checkpoint file)")
+    p.add_argument("--data", required=True, help="dataset directory (iq.npy + labels.csv)")
+    p.add_argument("--out", required=True, help="directory to write the results to")
+    p.add_argument(
+        "--iterations", type=int, default=1, help="prune -> fine-tune rounds (default 1)"
+    )
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=150,
+        help="most fine-tuning epochs per round, 0 for none (default 150, as paper 2)",
+    )
+    p.add_argument(
+        "--patience", type=int, default=10, help="early-stopping patience (default 10, paper 2)"
+    )
+    p.add_argument("--batch-size", type=int, default=64, help="fine-tuning batch (default 64)")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    p.add_argument(
+        "--weighting", choices=("dtp", "uniform"), default="dtp", help="multi-task loss weights"
+    )
+    p.add_argument("--seed", type=int, default=0, help="fine-tuning seed (default 0)")
+    p.add_argument(
+        "--split",
+        choices=("balanced", "tc_spectrum"),
+        default=None,
+        help="data split; accuracies are on its test part (default: the checkpoint's, else "
+        "balanced)",
+    )
+    p.add_argument(
+        "--split-seed",
+        type=int,
+        default=None,
+        help="split seed (default: the checkpoint's, else 42)",
+    )
+    p.add_argument(
+        "--task",
+        default=None,
+        help="task of a single-task model whose checkpoint does not name it",
+    )
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--workers", type=int, default=0, help="data loader workers (default 0)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+class _PruneSession:
+    """The checkpoint, the split and the fine-tune / evaluate callables of `prune` and `sweep`."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        _models()  # a missing torch is reported as the missing train extra
+        from train import kpi, trainer
+        from train.checkpoint import load_checkpoint
+
+        if args.iterations < 1:
+            raise ValueError(f"--iterations must be >= 1, got {args.iterations}")
+        if args.epochs < 0:
+            raise ValueError(f"--epochs must be >= 0, got {args.epochs}")
+        self.args = args
+        self.model, self.spec, extra = load_checkpoint(args.checkpoint)
+        recorded = extra.get("split")
+        trained: dict[str, Any] = recorded if isinstance(recorded, dict) else {}
+        kind = args.split or trained.get("kind", "balanced")
+        seed = int(args.split_seed if args.split_seed is not None else trained.get("seed", 42))
+        if trained and (kind, seed) != (trained.get("kind"), trained.get("seed")):
+            print(
+                f"warning: {args.checkpoint} was trained on the {trained.get('kind')} split "
+                f"(seed {trained.get('seed')}); the {kind} split (seed {seed}) may test on its "
+                "training packets",
+                file=sys.stderr,
+            )
+        self.data = trainer.load_split(args.data, kind, seed)
+        self.split_info = {"kind": self.data.kind, "seed": self.data.seed}
+        length = int(self.spec.kwargs.get("length", INPUT_LENGTH))
+        packet_length = int(self.data.dataset[0][0].shape[-1])
+        if packet_length != length:
+            raise ValueError(
+                f"{args.checkpoint}: model input length {length}, {args.data} packets "
+                f"{packet_length}"
+            )
+        if len(self.data.split.test) == 0:
+            raise ValueError(f"{args.data}: the {kind} split leaves no test packets")
+        tasks = [args.task] if args.task else extra.get("tasks")
+        self.tasks = kpi.resolve_tasks(self.model, tasks, length)
+        self.cfg = None
+        if args.epochs > 0:
+            self.cfg = trainer.TrainConfig(
+                lr=args.lr,
+                batch_size=args.batch_size,
+                max_epochs=args.epochs,
+                patience=args.patience,
+                seed=args.seed,
+                weighting=args.weighting,
+                num_workers=args.workers,
+                device=args.device,
+            )
+        self._kpi, self._trainer = kpi, trainer
+
+    def evaluate(self, model: Any) -> dict[str, float]:
+        """Accuracy per task on the split's test packets."""
+        kpis = self._kpi.evaluate(model, self.data.test, None, self.tasks)
+        return {t: float(v["accuracy"]) for t, v in kpis["per_task"].items()}
+
+    def finetune_into(self, directory: Path) -> Callable[[Any, Any], Any]:
+        """A `train.prune.Finetune` training each round in directory/round_<i> (best.pt etc.)."""
+        rounds = 0
+
+        def finetune(model: Any, spec: Any) -> Any:
+            nonlocal rounds
+            if self.cfg is None:  # --epochs 0: the inherited weights as they are
+                return model
+            rounds += 1
+            history = self._trainer.fit(
+                spec,
+                self.data.train,
+                self.data.val,
+                self.cfg,
+                directory / f"round_{rounds}",
+                init_state=model.state_dict(),
+                tasks=self.tasks,
+                progress=not self.args.no_progress,
+                checkpoint_extra={
+                    "pruned_from": str(self.args.checkpoint),
+                    "data": str(self.data.dataset.directory),
+                    "split": self.split_info,
+                },
+            )
+            best, _, _ = history.load_best()
+            return best
+
+        return finetune
+
+
+def _fresh_out(directory: str, result_file: str) -> Path:
+    out = Path(directory)
+    if (out / result_file).exists():
+        raise FileExistsError(f"{out} already holds {result_file}; choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _cmd_prune(args: argparse.Namespace) -> int:
+    if args.method == "minidrop" and (args.h is None or args.rate is not None):
+        raise ValueError("--method minidrop takes --h (and no --rate)")
+    if args.method == "uniform" and (args.rate is None or args.h is not None):
+        raise ValueError("--method uniform takes --rate (and no --h)")
+    _models()
+    from train import models, prune
+    from train.checkpoint import save_checkpoint
+
+    prune.check_method(args.method, args.h, args.rate)
+    session = _PruneSession(args)
+
+    out = _fresh_out(args.out, "prune.json")
+    length = int(session.spec.kwargs.get("length", INPUT_LENGTH))
+    size = models.describe(session.model, length)
+    baseline: dict[str, Any] = {
+        "params": size["params"],
+        "flops": size["flops"],
+        "accuracy": session.evaluate(session.model),
+    }
+    result = prune.prune(
+        session.model,
+        session.spec,
+        args.method,
+        h=args.h,
+        rate=args.rate,
+        iterations=args.iterations,
+        finetune=session.finetune_into(out / "finetune") if session.cfg else None,
+        evaluate=session.evaluate,
+    )
+    last = result.iterations[-1]
+    accuracy = last.accuracy_after or last.accuracy_before
+    summary = {
+        "checkpoint": str(args.checkpoint),
+        "method": args.method,
+        "h": args.h,
+        "rate": args.rate,
+        "iterations": args.iterations,
+        "fine_tuning": session.cfg.to_dict() if session.cfg else None,
+        "data": session.data.describe(),
+        "tasks": list(session.tasks),
+        "baseline": baseline,
+        "pruned": {
+            "params": last.report.params_after,
+            "flops": last.report.flops_after,
+            "accuracy": accuracy,
+        },
+        **result.to_dict(),
+    }
+    save_checkpoint(
+        out / "pruned.pt",
+        result.model,
+        result.spec,
+        {
+            "tasks": list(session.tasks),
+            "data": str(session.data.dataset.directory),
+            "split": session.split_info,
+            "test_accuracy": accuracy,
+            "prune": summary,
+        },
+    )
+    with open(out / "prune.json", "w") as f:
+        json.dump(summary, f, indent=2)
+    print(
+        f"params {baseline['params']:,} -> {last.report.params_after:,}, "
+        f"FLOPs {baseline['flops']:,} -> {last.report.flops_after:,}"
+    )
+    for task, acc in (accuracy or {}).items():
+        print(f"{task:>10}: test accuracy {baseline['accuracy'][task]:.4f} -> {acc:.4f}")
+    for it in result.iterations:
+        for layer in it.report.layers:
+            if layer.note:
+                print(f"note: round {it.report.iteration}, {layer.name}: {layer.note}")
+    print(f"wrote {out / 'pruned.pt'} and {out / 'prune.json'}")
+    return 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    _models()
+    from train import prune
+
+    for h in args.h:
+        prune.check_method("minidrop", h, None)
+    for rate in args.rates:
+        prune.check_method("uniform", None, rate)
+    session = _PruneSession(args)
+    out = _fresh_out(args.out, "sweep.json")
+    current = {"name": ""}
+
+    def starting(name: str) -> None:
+        current["name"] = name
+        if not args.no_progress:
+            print(f"sweep: {name}", flush=True)
+
+    finetune_rounds: dict[str, Callable[[Any, Any], Any]] = {}
+
+    def finetune(model: Any, spec: Any) -> Any:
+        name = current["name"]
+        if name not in finetune_rounds:
+            finetune_rounds[name] = session.finetune_into(out / "finetune" / name)
+        return finetune_rounds[name](model, spec)
+
+    result = prune.sweep(
+        session.model,
+        session.spec,
+        finetune=finetune,
+        evaluate=session.evaluate,
+        hs=args.h,
+        rates=args.rates,
+        iterations=args.iterations,
+        out_dir=out,
+        progress=starting,
+    )
+    base = result["baseline"]
+    print(f"{'run':>14} {'params':>10} {'FLOPs':>13}  accuracy ({', '.join(session.tasks)})")
+    rows = [("unpruned", base["params"], base["flops"], base["accuracy"])]
+    rows += [
+        (r["name"], r["params"], r["flops"], r["accuracy_after_finetune"]) for r in result["runs"]
+    ]
+    for name, params, flops, acc in rows:
+        accs = " ".join(f"{acc[t]:.3f}" for t in session.tasks)
+        print(f"{name:>14} {params:>10,} {flops:>13,}  {accs}")
+    print(f"wrote {out / 'sweep.json'} and {out / 'sweep.png'}")
+    return 0
+
+
+def _add_prune_parsers(train_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`train prune` and `train sweep` (paper 2: MiniDrop and the pre-defined baseline)."""
+    pr = train_sub.add_parser(
+        "prune",
+        help="prune a trained model (MiniDrop or a uniform rate) and fine-tune it",
+        description="Score every prunable filter by its L2 norm, keep MiniDrop's knee (--h) or "
+        "the top (1 - rate) per layer, inherit the kept weights and fine-tune. Writes OUT/"
+        "pruned.pt and OUT/prune.json (per-layer widths, params, FLOPs, test accuracy).",
+    )
+    pr.add_argument("--method", choices=("minidrop", "uniform"), required=True)
+    pr.add_argument("--h", type=int, default=None, help="MiniDrop's step / window (2, 4, 8, ...)")
+    pr.add_argument("--rate", type=float, default=None, help="uniform pruning rate in [0, 1)")
+    _add_finetune_options(pr)
+    pr.set_defaults(func=_cmd_prune)
+
+    sw = train_sub.add_parser(
+        "sweep",
+        help="MiniDrop over h and the uniform baseline over rates (paper 2 Fig. 4)",
+        description="Prune, fine-tune and test one model for every --h and --rates. Writes OUT/"
+        "sweep.json, OUT/sweep.png (accuracy vs FLOPs and params) and a checkpoint per run.",
+    )
+    sw.add_argument("--h", type=int, nargs="+", default=[2, 4, 8, 16], help="MiniDrop h values")
+    sw.add_argument(
+        "--rates",
+        type=float,
+        nargs="*",
+        default=[0.1, 0.3, 0.5, 0.7, 0.9],
+        help="uniform pruning rates (none: MiniDrop only)",
+    )
+    _add_finetune_options(sw)
+    sw.set_defaults(func=_cmd_sweep)
+
+
 def add_train_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `train` and its subcommands to the main parser's `subparsers`."""
     train = subparsers.add_parser("train", help="design, train and prune models (train extra)")
@@ -73,3 +380,412 @@ def add_train_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     )
     desc.add_argument("--json", action="store_true", help="print the result as JSON")
     desc.set_defaults(func=_cmd_describe)
+    _add_prune_parsers(train_sub)
+    _add_fit_parsers(train_sub)
+    _add_export_parser(train_sub)
+
+
+# --- fit, evaluate, compare, correlate ---------------------------------------------------------
+
+_WIDTH_KWARGS: dict[str, tuple[str | None, str | None]] = {
+    "mtl1d": ("conv_widths", "head_widths"),
+    "stl1d": ("conv_widths", "dense"),
+    "cnn2d": ("filters", "dense"),
+    "resnet": (None, None),
+}
+"""Which constructor argument --conv-widths and --dense-widths set, per model."""
+
+
+def _train_module(name: str) -> ModuleType:
+    """`train.<name>`, with a missing torch reported as the missing train extra."""
+    _models()
+    import importlib
+
+    return importlib.import_module(f"train.{name}")
+
+
+def _write_json(path: Path, data: object) -> None:
+    path.write_text(json.dumps(data, indent=1, allow_nan=False) + "\n")
+
+
+def _fit_spec_kwargs(args: argparse.Namespace, length: int, classes: int | None) -> dict:
+    kwargs: dict = {"length": length}
+    if classes is not None:
+        kwargs["classes"] = classes
+    if args.kernel is not None:
+        kwargs["kernel"] = args.kernel
+    conv_key, dense_key = _WIDTH_KWARGS[args.model]
+    for flag, key, value in (
+        ("--conv-widths", conv_key, args.conv_widths),
+        ("--dense-widths", dense_key, args.dense_widths),
+    ):
+        if value is None:
+            continue
+        if key is None:
+            raise ValueError(f"{flag} does not apply to {args.model}; use --model-kwargs")
+        kwargs[key] = list(value)
+    if args.model_kwargs:
+        try:
+            extra = json.loads(args.model_kwargs)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"--model-kwargs: not JSON: {exc}") from None
+        if not isinstance(extra, dict):
+            raise ValueError(f"--model-kwargs: want a JSON object, got {args.model_kwargs!r}")
+        kwargs.update(extra)
+    return kwargs
+
+
+def _cmd_fit(args: argparse.Namespace) -> int:
+    trainer = _train_module("trainer")
+    if args.model == "mtl1d" and args.task is not None:
+        raise ValueError("mtl1d trains every task of the schema; drop --task")
+    if args.model != "mtl1d" and args.task is None:
+        raise ValueError(f"{args.model} is a single-task model: name its task with --task")
+    classes = None if args.task is None else trainer.single_task_classes(args.task)
+    out = Path(args.out)
+    if (out / "history.json").exists():
+        raise FileExistsError(f"{out} already holds a training run; choose another --out")
+    data = trainer.load_split(args.data, args.split, args.split_seed)
+    from train.checkpoint import ModelSpec
+
+    spec = ModelSpec(args.model, _fit_spec_kwargs(args, data.dataset.length, classes))
+    cfg = trainer.TrainConfig(
+        lr=args.lr,
+        batch_size=args.batch_size,
+        max_epochs=args.epochs,
+        patience=args.patience,
+        seed=args.seed,
+        weighting=args.weighting,
+        num_workers=args.workers,
+        device=args.device,
+    )
+    spec.build()  # a bad width or model argument fails here, before any file is written
+    split_info = {"kind": data.kind, "seed": data.seed}
+    main_rank = trainer.rank() == 0
+    if main_rank:
+        out.mkdir(parents=True, exist_ok=True)
+        config = {
+            "model": spec.to_dict(),
+            "task": args.task,
+            "train": cfg.to_dict(),
+            "split": data.describe(),
+            "world_size": trainer.world_size(),
+        }
+        _write_json(out / "config.json", config)
+    tasks = None if args.task is None else (args.task,)
+    history = trainer.fit(
+        spec,
+        data.train,
+        data.val,
+        cfg,
+        out,
+        tasks=tasks,
+        progress=not args.no_progress,
+        checkpoint_extra={"data": str(data.dataset.directory), "split": split_info},
+    )
+    if not main_rank:
+        return 0
+    kpi_mod = _train_module("kpi")
+    model, _, _ = history.load_best()
+    kpi: dict = {
+        "model": spec.to_dict(),
+        "tasks": list(history.tasks),
+        "best_epoch": history.best_epoch,
+    }
+    if len(data.split.test):
+        kpi["split"] = {**split_info, "part": "test"}
+        kpi.update(kpi_mod.evaluate(model, data.dataset, data.split.test, history.tasks))
+    kpi["resources"] = kpi_mod.resource_kpis(model, data.dataset.length)
+    _write_json(out / "kpi.json", kpi)
+    report = _train_module("report").write_report(out)
+    print(
+        f"best epoch {history.best_epoch}: mean validation accuracy {history.best_val_accuracy:.4f}"
+    )
+    for task, v in kpi.get("per_task", {}).items():
+        print(f"  test {task:>8}: accuracy {v['accuracy']:.4f}  macro-F1 {v['macro_f1']:.4f}")
+    print(f"wrote {out}/best.pt, history.json, kpi.json and {report}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    kpi_mod = _train_module("kpi")
+    trainer = _train_module("trainer")
+    from train.checkpoint import load_checkpoint
+
+    model, spec, extra = load_checkpoint(args.checkpoint)
+    tasks = extra.get("tasks")
+    if args.split == "test":
+        split = extra.get("split")
+        if not isinstance(split, dict) or "kind" not in split:
+            raise ValueError(f"{args.checkpoint} records no split; use --split all")
+        data = trainer.load_split(args.data, split["kind"], int(split.get("seed", 42)))
+        dataset, indices = data.dataset, data.split.test
+    else:
+        data_dir = Path(args.data)
+        if not data_dir.is_dir():
+            raise FileNotFoundError(f"data directory {data_dir} does not exist")
+        from train.data import PacketDataset
+
+        dataset, indices = PacketDataset(data_dir), None
+    result = kpi_mod.evaluate(model, dataset, indices, tasks, batch_size=args.batch_size)
+    result = {
+        "checkpoint": str(args.checkpoint),
+        "model": spec.to_dict(),
+        "split": args.split,
+        **result,
+    }
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        print(f"{result['packets']} packets ({args.split}) of {args.data}")
+        for task, v in result["per_task"].items():
+            print(f"  {task:>8}: accuracy {v['accuracy']:.4f}  macro-F1 {v['macro_f1']:.4f}")
+    return 0
+
+
+def _read_kpi(run_dir: str) -> dict:
+    path = Path(run_dir) / "kpi.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: run `edge-tc train fit` there first")
+    with open(path) as f:
+        kpi = json.load(f)
+    if not isinstance(kpi, dict) or "per_task" not in kpi:
+        raise ValueError(f"{path}: no per-task test KPIs")
+    return kpi
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    kpi_mod = _train_module("kpi")
+    stl: dict[str, dict] = {}
+    for run in args.stl:
+        kpi = _read_kpi(run)
+        tasks = kpi.get("tasks", [])
+        if len(tasks) != 1:
+            raise ValueError(f"{run}: --stl wants a single-task run, this one has tasks {tasks}")
+        if tasks[0] in stl:
+            raise ValueError(f"{run}: a second STL run for task {tasks[0]!r}")
+        stl[tasks[0]] = kpi
+    result = kpi_mod.compare(stl, _read_kpi(args.mtl), delta=args.delta)
+    text = kpi_mod.comparison_markdown(result)
+    print(text)
+    if args.out:
+        out = Path(args.out)
+        if out.suffix == ".json":
+            _write_json(out, result)
+        else:
+            out.write_text("# KPIstl vs KPImtl\n\n" + text + "\n")
+        print(f"wrote {out}")
+    return 0
+
+
+def _nan_to_none(x: float) -> float | None:
+    return None if x != x else x
+
+
+def _cmd_correlate(args: argparse.Namespace) -> int:
+    from train.data import read_labels_csv, task_correlation
+
+    data_dir = Path(args.data)
+    if not (data_dir / "labels.csv").is_file():
+        raise FileNotFoundError(f"{data_dir}/labels.csv not found: not a dataset directory")
+    labels, _ = read_labels_csv(data_dir / "labels.csv")
+    report = task_correlation(labels)
+    print(report.to_text())
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "correlation.md").write_text(
+        f"# Task correlation of {data_dir} ({len(labels)} packets)\n\n{report.to_markdown()}\n"
+    )
+    tables = [
+        {
+            "rows": t.row_task,
+            "columns": t.col_task,
+            "row_classes": list(t.row_classes),
+            "column_classes": list(t.col_classes),
+            "counts": t.counts.tolist(),
+            "cramers_v": _nan_to_none(t.cramers_v),
+        }
+        for t in report.tables
+    ]
+    matrix = [[_nan_to_none(float(v)) for v in row] for row in report.cramers_v_matrix()]
+    _write_json(
+        out / "correlation.json",
+        {"data": str(data_dir), "packets": len(labels), "cramers_v": matrix, "tables": tables},
+    )
+    print(f"wrote {out}/correlation.md and correlation.json")
+    return 0
+
+
+def _add_fit_parsers(train_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    fit = train_sub.add_parser(
+        "fit",
+        help="train a model (paper 1: Adam, early stopping, DTP), evaluate it, write a report",
+        description="Train MODEL on a dataset directory, keep the best mean validation accuracy "
+        "(RUN_DIR/best.pt), then evaluate it on the test split and write config.json, "
+        "history.json, kpi.json, report.md and plots. Runs data-parallel under torchrun.",
+    )
+    fit.add_argument("--data", required=True, help="dataset directory (iq.npy + labels.csv)")
+    fit.add_argument("--out", required=True, help="run directory to create")
+    fit.add_argument("--model", required=True, choices=MODEL_NAMES)
+    fit.add_argument("--task", default=None, help="the task of a single-task model")
+    fit.add_argument("--split", choices=("balanced", "tc_spectrum"), default="balanced")
+    fit.add_argument("--split-seed", type=int, default=42, help="seed of the split (default 42)")
+    fit.add_argument("--epochs", type=int, default=400, help="maximum epochs (default 400)")
+    fit.add_argument("--patience", type=int, default=20, help="early-stopping patience (20)")
+    fit.add_argument("--batch-size", type=int, default=64, help="per process (default 64)")
+    fit.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    fit.add_argument("--weighting", choices=("dtp", "uniform"), default="dtp")
+    fit.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    fit.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    fit.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    fit.add_argument("--kernel", type=int, default=None, help="conv kernel (default published)")
+    fit.add_argument(
+        "--conv-widths",
+        type=int,
+        nargs="+",
+        default=None,
+        help="conv filters per layer (mtl1d/stl1d conv_widths, cnn2d filters)",
+    )
+    fit.add_argument(
+        "--dense-widths",
+        type=int,
+        nargs="+",
+        default=None,
+        help="hidden dense widths (mtl1d head_widths, stl1d/cnn2d dense)",
+    )
+    fit.add_argument(
+        "--model-kwargs",
+        default=None,
+        help="more constructor arguments as JSON, e.g. '{\"dropout\": 0.2}'",
+    )
+    fit.add_argument("--no-progress", action="store_true", help="no progress bars")
+    fit.set_defaults(func=_cmd_fit)
+
+    ev = train_sub.add_parser("evaluate", help="per-task accuracy and macro-F1 of a checkpoint")
+    ev.add_argument("--checkpoint", required=True, help="a checkpoint written by fit (best.pt)")
+    ev.add_argument("--data", required=True, help="dataset directory")
+    ev.add_argument(
+        "--split",
+        choices=("test", "all"),
+        default="test",
+        help="test: the checkpoint's test split of --data; all: every packet",
+    )
+    ev.add_argument("--batch-size", type=int, default=64)
+    ev.add_argument("--json", action="store_true", help="print the result (confusions too) as JSON")
+    ev.set_defaults(func=_cmd_evaluate)
+
+    cmp = train_sub.add_parser("compare", help="KPIstl vs KPImtl and the Delta-tolerance gate")
+    cmp.add_argument("--stl", nargs="+", required=True, help="single-task run directories")
+    cmp.add_argument("--mtl", required=True, help="the multi-task run directory")
+    cmp.add_argument("--delta", type=float, default=0.95, help="tolerance (default 0.95)")
+    cmp.add_argument("--out", default=None, help="write the table (.json: JSON, else markdown)")
+    cmp.set_defaults(func=_cmd_compare)
+
+    cor = train_sub.add_parser("correlate", help="task contingency tables and Cramér's V")
+    cor.add_argument("--data", required=True, help="dataset directory")
+    cor.add_argument("--out", required=True, help="directory for correlation.md and .json")
+    cor.set_defaults(func=_cmd_correlate)
+
+
+# --- export (model bundles) ---------------------------------------------------------------------
+
+_DATASET_KEYS = ("format", "generator", "packets", "seed", "input_length", "sample_rate_hz")
+
+
+def _dataset_description(directory: str) -> dict[str, Any]:
+    """What a bundle records about a dataset directory: its path and dataset.json's summary."""
+    info: dict[str, Any] = {"path": str(Path(directory).resolve())}
+    meta = Path(directory) / "dataset.json"
+    if meta.is_file():
+        with open(meta, encoding="utf-8") as f:
+            data = json.load(f)
+        info.update({k: data[k] for k in _DATASET_KEYS if k in data})
+    return info
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    _models()
+    from train import export
+    from train.checkpoint import load_checkpoint
+    from train.data import PacketDataset
+
+    calib_ds = PacketDataset(args.data)
+    heldout_ds = PacketDataset(args.heldout_data) if args.heldout_data else calib_ds
+    _, _, extra = load_checkpoint(args.checkpoint)
+    description: dict[str, Any] = {"training_dataset": _dataset_description(args.data)}
+    if args.heldout_data:
+        description["heldout_dataset"] = _dataset_description(args.heldout_data)
+    description["checkpoint"] = {
+        "file": Path(args.checkpoint).name,
+        **{k: extra[k] for k in ("epoch", "tasks", "val_accuracy", "train_config") if k in extra},
+    }
+    out = export.export_bundle(
+        args.checkpoint,
+        args.out,
+        formats=args.formats,
+        calib_ds=calib_ds,
+        heldout_ds=heldout_ds,
+        data_description=description,
+        calib_packets=args.calib,
+        heldout_packets=args.heldout,
+        seed=args.seed,
+        onnx_opset=args.onnx_opset,
+        tensorrt_batches=tuple(args.trt_batch),
+    )
+    from edge_daemon.bundle import load_manifest
+
+    bundle = load_manifest(out)
+    print(f"bundle {out}: {len(bundle.models)} model files, tasks {', '.join(bundle.tasks)}")
+    torch_acc = bundle.manifest["model"]["test_accuracy"]
+    print("  pytorch".ljust(28) + " ".join(f"{t}={torch_acc[t]:.4f}" for t in bundle.tasks))
+    for m in bundle.models:
+        agree = " ".join(f"{t}={v:.4f}" for t, v in m.agreement.items())
+        print(f"  {m.path.name:<26} agreement {agree}")
+    return 0
+
+
+def _add_export_parser(train_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`train export`: a checkpoint to a model bundle (ONNX, TFLite Edge TPU, TensorRT)."""
+    from edge_daemon.bundle import DEFAULT_EXPORTS, EXPORTS
+
+    ex = train_sub.add_parser(
+        "export",
+        help="export a checkpoint to a model bundle",
+        description="Export a checkpoint to a bundle directory (manifest.json + model files). "
+        "Each export runs held-out packets in its runtime and must agree with PyTorch on the "
+        "top-1 class (>= 0.99 fp32/fp16, >= 0.97 int8, per task).",
+    )
+    ex.add_argument("--checkpoint", required=True, help="trained model (a train.checkpoint file)")
+    ex.add_argument("--data", required=True, help="dataset directory: calibration packets")
+    ex.add_argument("--out", required=True, help="bundle directory to create (new or empty)")
+    ex.add_argument(
+        "--heldout-data",
+        default=None,
+        help="dataset directory of held-out packets (default: --data, disjoint from calibration)",
+    )
+    ex.add_argument(
+        "--formats",
+        nargs="+",
+        choices=list(EXPORTS),
+        default=list(DEFAULT_EXPORTS),
+        help=f"exports to make (default {' '.join(DEFAULT_EXPORTS)}); tensorrt-* build on this "
+        "machine's GPU",
+    )
+    ex.add_argument("--calib", type=int, default=256, help="calibration packets (default 256)")
+    ex.add_argument("--heldout", type=int, default=512, help="held-out packets (default 512)")
+    ex.add_argument("--seed", type=int, default=0, help="packet selection seed (default 0)")
+    ex.add_argument(
+        "--onnx-opset",
+        type=int,
+        default=18,
+        help="ONNX opset (default 18; 13 for the TensorRT 8.x parsers of JetPack 4)",
+    )
+    ex.add_argument(
+        "--trt-batch",
+        type=int,
+        nargs=3,
+        metavar=("MIN", "OPT", "MAX"),
+        default=[1, 64, 256],
+        help="TensorRT dynamic batch profile (default 1 64 256)",
+    )
+    ex.set_defaults(func=_cmd_export)
