@@ -3,6 +3,7 @@
 import json
 import math
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch", reason="the train extra (torch) is not installed")
@@ -12,6 +13,7 @@ from edge_daemon.errors import ModelError  # noqa: E402
 from edge_daemon.schema import TASK_NAMES  # noqa: E402
 from edge_daemon.synth.dataset import write_dataset  # noqa: E402
 from train.checkpoint import ModelSpec, load_checkpoint  # noqa: E402
+from train.data import read_labels_csv  # noqa: E402
 from train.trainer import (  # noqa: E402
     TaskWeighting,
     TrainConfig,
@@ -288,6 +290,12 @@ def test_cli_fit_then_evaluate(data_dir, tmp_path, capsys):
         ]
     )
     assert rc == 0 and json.loads(capsys.readouterr().out)["packets"] == 320
+    rc = main(["train", "evaluate", "--checkpoint", str(run / "best.pt"), "--data",
+               str(data_dir), "--split", "balanced", "--json"])  # fmt: skip
+    assert rc == 0
+    apps = read_labels_csv(data_dir / "labels.csv")[0][:, TASK_NAMES.index("app")]
+    rarest = np.bincount(apps, minlength=7).min()
+    assert json.loads(capsys.readouterr().out)["packets"] == 7 * rarest
     rc = main(["train", "fit", "--data", str(data_dir), "--out", str(run), "--model", "mtl1d"])
     assert rc == 2 and "already holds" in capsys.readouterr().err
 

@@ -511,6 +511,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     kpi_mod = _train_module("kpi")
     trainer = _train_module("trainer")
     from train.checkpoint import load_checkpoint
+    from train.data import PacketDataset, balanced_split
 
     model, spec, extra = load_checkpoint(args.checkpoint)
     tasks = extra.get("tasks")
@@ -520,12 +521,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             raise ValueError(f"{args.checkpoint} records no split; use --split all")
         data = trainer.load_split(args.data, split["kind"], int(split.get("seed", 42)))
         dataset, indices = data.dataset, data.split.test
+    elif args.split == "balanced":  # a fresh dataset, equalized on app like paper 1's sets
+        dataset = PacketDataset(args.data)
+        indices = balanced_split(dataset.labels, val=0, test=0).train
     else:
         data_dir = Path(args.data)
         if not data_dir.is_dir():
             raise FileNotFoundError(f"data directory {data_dir} does not exist")
-        from train.data import PacketDataset
-
         dataset, indices = PacketDataset(data_dir), None
     result = kpi_mod.evaluate(model, dataset, indices, tasks, batch_size=args.batch_size)
     result = {
@@ -666,9 +668,10 @@ def _add_fit_parsers(train_sub: argparse._SubParsersAction[argparse.ArgumentPars
     ev.add_argument("--data", required=True, help="dataset directory")
     ev.add_argument(
         "--split",
-        choices=("test", "all"),
+        choices=("test", "all", "balanced"),
         default="test",
-        help="test: the checkpoint's test split of --data; all: every packet",
+        help="test: the checkpoint's test split of --data; all: every packet; balanced: every "
+        "packet of --data's app-balanced subset (for a fresh dataset)",
     )
     ev.add_argument("--batch-size", type=int, default=64)
     ev.add_argument("--json", action="store_true", help="print the result (confusions too) as JSON")
