@@ -1,0 +1,1 @@
+"""IQ sources (one module per source); the contract is in `base`."""

@@ -1,0 +1,197 @@
+"""The source contract: where IQ samples come from, as the daemon's source thread sees it.
+
+Every source module in this package (`zmq.py`, `soapysdr.py`, `sigmf.py`, `synthetic.py`)
+defines a config dataclass (a `TypedConfig` with `type: Literal["<key>"]`), a `Source`
+subclass and a module-level `SOURCE = SourceBackend(...)`; the registry finds them by scanning
+the package, so nothing else names a source. Vendor imports (SoapySDR, zmq) live inside the
+module's `open`, and a missing one is a SourceError "source 'X' unavailable: ...; install ...".
+
+The daemon's source thread does, until its stop event is set::
+
+    source.open()                      # SourceError: retried with back-off, counted
+    while not stop.is_set():
+        chunk = source.read(timeout_s)  # None: nothing arrived in time (loop, check stop)
+        ...                            # chunk.discontinuity: the assembler is reset first
+    source.close()
+
+`read` never blocks longer than its timeout. Bytes that cannot be used (odd byte counts,
+oversized or malformed messages, NaN/Inf) are dropped by the source and reported through
+`SourceEvents`, never raised: a SourceError from `read` means the source itself is gone (the
+thread closes it and re-opens it with back-off, counting a reconnect).
+"""
+
+from __future__ import annotations
+
+import builtins
+import importlib
+import pkgutil
+import sys
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar, Protocol
+
+import numpy as np
+
+from edge_daemon.errors import SourceError
+from edge_daemon.typed_config import ConfigProblems, TypedConfig
+
+
+class SourceConfigError(ConfigProblems):
+    """Invalid source configuration; `problems` lists each one as 'source.key: message'."""
+
+
+@dataclass(frozen=True)
+class SourceConfig(TypedConfig):
+    """Fields every source's config has. Subclasses narrow `type` to `Literal["<key>"]`."""
+
+    errors: ClassVar[type[ConfigProblems]] = SourceConfigError
+    section: ClassVar[str] = "source"
+    type: str
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Consecutive complex64 samples as they arrived.
+
+    `first_sample_index`: absolute index of samples[0] in the source's sample clock (counts
+    samples since open, plus any gap the source knows of: an SDR overflow, dropped messages).
+    `discontinuity`: samples were lost right before this chunk (the assembler resets).
+    `arrival_time`: time.monotonic() when the chunk's last sample was received.
+    """
+
+    samples: np.ndarray  # (n,) complex64
+    first_sample_index: int
+    arrival_time: float
+    discontinuity: bool = False
+
+
+class SourceEvents(Protocol):
+    """What a source reports as it happens; the daemon turns it into metrics and log lines."""
+
+    def dropped(self, reason: str, samples: int) -> None:
+        """Samples (or a message's worth) thrown away; reason like 'odd_bytes', 'nonfinite'."""
+
+    def overflow(self) -> None:
+        """The hardware or transport lost samples (SoapySDR SOAPY_SDR_OVERFLOW, a gap)."""
+
+
+class NullEvents:
+    """SourceEvents that only counts, for tools and tests."""
+
+    def __init__(self) -> None:
+        self.drops: dict[str, int] = {}
+        self.overflows = 0
+
+    def dropped(self, reason: str, samples: int) -> None:
+        self.drops[reason] = self.drops.get(reason, 0) + samples
+
+    def overflow(self) -> None:
+        self.overflows += 1
+
+
+class Source(ABC):
+    """An open-able stream of complex64 chunks. Used from one thread."""
+
+    def __init__(self, config: SourceConfig, events: SourceEvents) -> None:
+        self.config = config
+        self.events = events
+
+    @property
+    @abstractmethod
+    def sample_rate_hz(self) -> float:
+        """Samples per second of the stream (after any resampling the source does)."""
+
+    @abstractmethod
+    def open(self) -> None:
+        """Connect / start streaming; SourceError when it cannot (the daemon retries)."""
+
+    @abstractmethod
+    def read(self, timeout_s: float) -> Chunk | None:
+        """The next chunk, or None if none arrived within `timeout_s`. SourceError: gone."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the device or socket; idempotent."""
+
+    @property
+    def finished(self) -> bool:
+        """True once a finite source (a recording without loop) has nothing more to give."""
+        return False
+
+
+@dataclass(frozen=True)
+class SourceBackend:
+    """A source as the registry sees it: its config key, config class and constructor."""
+
+    type: str
+    config: builtins.type[SourceConfig]
+    create: Callable[[SourceConfig, SourceEvents], Source]
+    install: str
+
+
+_REGISTRY: dict[str, SourceBackend] = {}
+_DISCOVERED = False
+
+
+def register(backend: SourceBackend) -> None:
+    """Add a source backend (a plugin, a test's fake); ValueError if its key is taken."""
+    have = _REGISTRY.get(backend.type)
+    if have is not None and have is not backend:
+        raise ValueError(f"source type {backend.type!r} is already registered")
+    _REGISTRY[backend.type] = backend
+
+
+def source_backends() -> dict[str, SourceBackend]:
+    """Every source: modules of this package that define `SOURCE`, plus registered ones."""
+    global _DISCOVERED
+    if not _DISCOVERED:
+        package = sys.modules[__name__.rpartition(".")[0]]
+        for info in pkgutil.iter_modules(package.__path__):
+            module = importlib.import_module(f"{package.__name__}.{info.name}")
+            found = getattr(module, "SOURCE", None)
+            if isinstance(found, SourceBackend):
+                register(found)
+        _DISCOVERED = True
+    return dict(sorted(_REGISTRY.items()))
+
+
+def source_config_from_dict(data: object, path: str = "source") -> SourceConfig:
+    """The source config a table describes, chosen by its `type` key."""
+    if not isinstance(data, dict):
+        raise SourceConfigError([f"{path}: want a table, got {type(data).__name__}"])
+    known = source_backends()
+    key = data.get("type")
+    if key not in known:
+        what = "missing" if key is None else f"{key!r} is not one of {list(known)}"
+        raise SourceConfigError([f"{path}.type: {what}"])
+    return known[key].config.from_dict(data, path)
+
+
+def create_source(config: SourceConfig, events: SourceEvents) -> Source:
+    """A (not yet opened) source for `config`."""
+    backend = source_backends().get(config.type)
+    if backend is None:
+        raise SourceConfigError([f"source.type: {config.type!r} is not registered"])
+    return backend.create(config, events)
+
+
+def unavailable(key: str, exc: BaseException | str, install: str) -> SourceError:
+    """The error for a source whose library cannot be imported."""
+    return SourceError(f"source '{key}' unavailable: {exc}; install {install}")
+
+
+__all__ = [
+    "Chunk",
+    "NullEvents",
+    "Source",
+    "SourceBackend",
+    "SourceConfig",
+    "SourceConfigError",
+    "SourceEvents",
+    "create_source",
+    "register",
+    "source_backends",
+    "source_config_from_dict",
+    "unavailable",
+]

@@ -1,0 +1,147 @@
+"""Typed, validated config tables: one validator for engines, sources, power and the daemon.
+
+A config section is a frozen dataclass deriving from `TypedConfig`. `from_dict(table, path)`
+checks every key of a TOML/JSON table against the field types, collects every problem as
+'key.path: message' (unknown keys, wrong types, missing keys, then the section's own
+`problems()` for impossible values) and raises them together, so `check-config` can print all.
+
+Supported field types: `str`, `int`, `float` (an int is accepted), `bool`, `Literal[...]`,
+`tuple[T, ...]` (a TOML array), `X | None` (None is the default only; TOML has no null) and a
+nested `TypedConfig` subclass (a sub-table, validated under its own key path).
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import MISSING, dataclass, fields
+from typing import Any, ClassVar, Literal, TypeVar
+
+from edge_daemon.errors import ConfigError
+
+_C = TypeVar("_C", bound="TypedConfig")
+
+
+class ConfigProblems(ConfigError):
+    """Invalid configuration; `problems` lists each one as 'key.path: message'."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("; ".join(self.problems))
+
+
+@dataclass(frozen=True)
+class TypedConfig:
+    """Base of every config section; subclasses are frozen dataclasses with typed fields.
+
+    `errors`: the ConfigProblems subclass `from_dict` raises (a section may name its own).
+    `section`: the key path `from_dict` reports under when none is given ("engine", ...).
+    """
+
+    errors: ClassVar[type[ConfigProblems]] = ConfigProblems
+    section: ClassVar[str] = ""
+
+    def problems(self) -> list[tuple[str, str]]:
+        """(key, message) for each impossible value; subclasses extend it."""
+        return []
+
+    @classmethod
+    def from_dict(cls: type[_C], data: Mapping[str, Any], path: str | None = None) -> _C:
+        """Build and validate from a table; raises `cls.errors` listing every problem."""
+        problems, config = cls._collect(data, cls.section if path is None else path)
+        if problems or config is None:
+            raise cls.errors(problems)
+        return config
+
+    @classmethod
+    def _collect(cls: type[_C], data: Any, path: str) -> tuple[list[str], _C | None]:
+        """Every problem of `data` (key paths under `path`) and the config when there are none."""
+        where = path or "config"
+        if not isinstance(data, Mapping):
+            return [f"{where}: want a table, got {type(data).__name__}"], None
+        hints = typing.get_type_hints(cls)
+        known = {f.name for f in fields(cls)}
+        problems = [f"{_join(path, key)}: unknown key" for key in data if key not in known]
+        values: dict[str, Any] = {}
+        for key in [f.name for f in fields(cls) if f.name in data]:
+            sub = _join(path, key)
+            nested = _nested_type(hints[key])
+            if nested is not None:
+                sub_problems, sub_config = nested._collect(data[key], sub)
+                problems += sub_problems
+                values[key] = sub_config
+                continue
+            message = _type_problem(hints[key], data[key])
+            if message:
+                problems.append(f"{sub}: {message}")
+            else:
+                values[key] = tuple(data[key]) if isinstance(data[key], list) else data[key]
+        missing = [
+            f.name
+            for f in fields(cls)
+            if f.name not in data and f.default is MISSING and f.default_factory is MISSING
+        ]
+        problems += [f"{_join(path, key)}: missing" for key in missing]
+        if problems:
+            return problems, None
+        config = cls(**values)
+        return [f"{_join(path, key)}: {message}" for key, message in config.problems()], config
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as a TOML/JSON-ready table (round-trips through `from_dict`; drops None)."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            if isinstance(value, TypedConfig):
+                value = value.to_dict()
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = value
+        return out
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _nested_type(hint: Any) -> type[TypedConfig] | None:
+    return hint if isinstance(hint, type) and issubclass(hint, TypedConfig) else None
+
+
+def _type_problem(hint: Any, value: Any) -> str | None:
+    """Why `value` does not fit the type `hint`; None when it fits."""
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        choices = typing.get_args(hint)
+        return None if value in choices else f"{value!r} is not one of {list(choices)}"
+    if origin is tuple:
+        (item, _) = typing.get_args(hint)
+        if not isinstance(value, list | tuple):
+            return f"want a list, got {value!r}"
+        bad = [_type_problem(item, v) for v in value]
+        return next((f"item {i}: {b}" for i, b in enumerate(bad) if b), None)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None:
+            return None
+        if len(options) == 1:
+            return _type_problem(options[0], value)
+        reasons = [_type_problem(a, value) for a in options]
+        return None if any(r is None for r in reasons) else "; ".join(r for r in reasons if r)
+    if hint is bool:
+        return None if isinstance(value, bool) else f"want true or false, got {value!r}"
+    if hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        return None if ok else f"want an integer, got {value!r}"
+    if hint is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        return None if ok else f"want a number, got {value!r}"
+    if hint is str:
+        return None if isinstance(value, str) else f"want a string, got {value!r}"
+    raise TypeError(f"config field type {hint!r} is not supported")
+
+
+__all__ = ["ConfigProblems", "TypedConfig"]
