@@ -712,6 +712,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from train.checkpoint import load_checkpoint
     from train.data import PacketDataset
 
+    if args.int8_agreement is not None and not 0.0 <= args.int8_agreement <= 1.0:
+        raise ValueError(f"--int8-agreement must be in [0, 1], got {args.int8_agreement}")
     calib_ds = PacketDataset(args.data)
     heldout_ds = PacketDataset(args.heldout_data) if args.heldout_data else calib_ds
     _, _, extra = load_checkpoint(args.checkpoint)
@@ -734,6 +736,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         seed=args.seed,
         onnx_opset=args.onnx_opset,
         tensorrt_batches=tuple(args.trt_batch),
+        agreement_required=None if args.int8_agreement is None else {"int8": args.int8_agreement},
     )
     from edge_daemon.bundle import load_manifest
 
@@ -790,5 +793,13 @@ def _add_export_parser(train_sub: argparse._SubParsersAction[argparse.ArgumentPa
         metavar=("MIN", "OPT", "MAX"),
         default=[1, 64, 256],
         help="TensorRT dynamic batch profile (default 1 64 256)",
+    )
+    ex.add_argument(
+        "--int8-agreement",
+        type=float,
+        default=None,
+        metavar="MIN",
+        help="least per-task top-1 agreement of an INT8 export with PyTorch (default 0.97); "
+        "a lower bar is recorded in the manifest's evaluation.agreement_required",
     )
     ex.set_defaults(func=_cmd_export)
