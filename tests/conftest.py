@@ -1,0 +1,97 @@
+"""Shared fixtures: one tiny exported model bundle per test session (engines, bench).
+
+A narrow mtl1d is fitted briefly on a few hundred synthetic packets and exported to ONNX FP32,
+ONNX INT8 and TFLite INT8 by `train.export.export_bundle`, so engines are tested on the files
+the exporter really writes. The INT8 agreement bar is lowered: a briefly fitted model is not
+confident enough for the 97 % bar, and engine tests compare each engine with the exporter's own
+reference runner, not with a quality goal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BUNDLE_PACKETS = 160
+
+
+@dataclass(frozen=True)
+class TinyBundle:
+    """The bundle directory, its dataset, the fitted PyTorch model and packets in memory."""
+
+    directory: Path
+    data: Path
+    model: object
+    x: np.ndarray
+    labels: dict[str, np.ndarray]
+
+
+def _fit(torch, model, x, labels, epochs: int) -> None:
+    from edge_daemon.schema import TASK_NAMES
+
+    torch.manual_seed(0)
+    opt = torch.optim.Adam(model.parameters(), 3e-3)
+    for epoch in range(epochs):
+        model.train()
+        order = np.random.default_rng(epoch).permutation(len(x))
+        for start in range(0, len(order), 32):
+            b = order[start : start + 32]
+            out = model(torch.from_numpy(x[b]))
+            loss = sum(
+                torch.nn.functional.cross_entropy(out[t], torch.from_numpy(labels[t][b]))
+                for t in TASK_NAMES
+            )
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.eval()
+
+
+def build_tiny_bundle(root: Path, spec_kwargs: dict, tasks: list[str] | None = None,
+                      formats: tuple[str, ...] = ("onnx-fp32", "onnx-int8", "tflite-int8"),
+                      epochs: int = 6, data: Path | None = None) -> TinyBundle:  # fmt: skip
+    """Fit and export a small model (mtl1d, or stl1d for one task) into `root / 'bundle'`."""
+    torch = pytest.importorskip("torch", reason="the train extra (torch) is not installed")
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
+    pytest.importorskip("ai_edge_litert", reason="ai-edge-litert is not installed")
+    from edge_daemon.synth.dataset import write_dataset
+    from train import export as ex
+    from train.checkpoint import ModelSpec, save_checkpoint
+    from train.data import PacketDataset
+
+    if data is None:
+        data = write_dataset(root / "data", BUNDLE_PACKETS, seed=11, workers=1, progress=False)
+    packets = ex.gather_packets(PacketDataset(data), range(BUNDLE_PACKETS))
+    name = "mtl1d" if tasks is None else "stl1d"
+    spec = ModelSpec(name, spec_kwargs)
+    torch.manual_seed(0)
+    model = spec.build()
+    if tasks is None:
+        _fit(torch, model, packets.x, packets.labels, epochs)
+    else:
+        model.eval()  # an STL model only times inference: untrained is fine
+    checkpoint = root / "best.pt"
+    save_checkpoint(checkpoint, model, spec, {"tasks": list(tasks or []), "epoch": epochs})
+    out = ex.export_bundle(
+        checkpoint,
+        root / "bundle",
+        formats=formats,
+        calib_ds=PacketDataset(data),
+        heldout_ds=PacketDataset(data),
+        data_description={"generator": "synthetic", "seed": 11, "packets": BUNDLE_PACKETS},
+        calib_packets=48,
+        heldout_packets=96,
+        agreement_required={"int8": 0.5},
+    )
+    return TinyBundle(out, data, model, packets.x, packets.labels)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory) -> TinyBundle:
+    """mtl1d (conv 4x4, heads [16]) exported to onnx-fp32, onnx-int8 and tflite-int8."""
+    root = tmp_path_factory.mktemp("tiny_bundle")
+    kwargs = {"conv_widths": [4, 4, 4, 4], "head_widths": [16], "dropout": 0}
+    return build_tiny_bundle(root, kwargs)
