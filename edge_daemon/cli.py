@@ -8,6 +8,8 @@ import sys
 from collections.abc import Sequence
 
 from edge_daemon.errors import EdgeTcError
+from edge_daemon.runcli import add_run_parser
+from engines.bench import add_bench_parser
 from train.cli import add_train_parser
 
 EXIT_BAD_INPUT = 2
@@ -93,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     ins.set_defaults(func=_cmd_inspect)
 
     add_train_parser(sub)
+    add_run_parser(sub)
+    add_bench_parser(sub)
     return parser
 
 
