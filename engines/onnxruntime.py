@@ -76,8 +76,14 @@ class OnnxRuntimeConfig(EngineConfig):
 class OnnxRuntimeEngine(Engine):
     """An onnxruntime InferenceSession; outputs fetched by the manifest's tensor names."""
 
-    def __init__(self, session: Any, model: BundleModel, tasks: tuple[str, ...], spec: InputSpec,
-                 info: EngineInfo) -> None:  # fmt: skip
+    def __init__(
+        self,
+        session: Any,
+        model: BundleModel,
+        tasks: tuple[str, ...],
+        spec: InputSpec,
+        info: EngineInfo,
+    ) -> None:
         super().__init__(model, tasks, spec, info)
         self._session = session
         self._input_name = model.input.name
@@ -134,15 +140,18 @@ def load_onnxruntime(bundle: Bundle, config: OnnxRuntimeConfig) -> OnnxRuntimeEn
             raise ModelError(
                 f"{where}: no output {spec.name!r} for task {task!r}; it has {sorted(outputs)}"
             )
-        check_tensor(where, f"output of task {task!r}", spec, found.shape,
-                     _ORT_TYPES.get(found.type, "?"))  # fmt: skip
+        check_tensor(
+            where, f"output of task {task!r}", spec, found.shape, _ORT_TYPES.get(found.type, "?")
+        )
     max_batch, fixed = batch_limits(model.input, config.max_batch)
-    spec_in = InputSpec(model.input.name, layout, model.input.shape, model.input.dtype, max_batch,
-                        fixed)  # fmt: skip
+    spec_in = InputSpec(
+        model.input.name, layout, model.input.shape, model.input.dtype, max_batch, fixed
+    )
     used = session.get_providers()[0]
     device = "cpu" if used == "CPUExecutionProvider" else f"cuda:{config.gpu} ({used})"
-    info = EngineInfo(KEY, model.precision, device, model.path.name, runtime_version(ort),
-                      config.threads)  # fmt: skip
+    info = EngineInfo(
+        KEY, model.precision, device, model.path.name, runtime_version(ort), config.threads
+    )
     return OnnxRuntimeEngine(session, model, bundle.tasks, spec_in, info)
 
 

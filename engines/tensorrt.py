@@ -78,8 +78,9 @@ class TensorRtConfig(EngineConfig):
         out = []
         profile = self.batch_profile
         if len(profile) != 3 or not 1 == profile[0] <= profile[1] <= profile[2]:
-            out.append(("batch_profile", f"want [1, opt, max] with 1 <= opt <= max, got "
-                                         f"{list(profile)}"))  # fmt: skip
+            out.append(
+                ("batch_profile", f"want [1, opt, max] with 1 <= opt <= max, got {list(profile)}")
+            )
         if self.gpu < 0:
             out.append(("gpu", f"want a device index >= 0, got {self.gpu}"))
         if self.workspace_mib < 1:
@@ -173,7 +174,7 @@ class CudaPythonMemory:
         try:
             from cuda.bindings import runtime as cudart
         except ImportError:
-            from cuda import cudart  # type: ignore[no-redef]
+            from cuda import cudart  # type: ignore[no-redef, unused-ignore]
         self._rt = cudart
         self._check(cudart.cudaSetDevice(gpu), "cudaSetDevice")
         props = self._check(cudart.cudaGetDeviceProperties(gpu), "cudaGetDeviceProperties")
@@ -200,7 +201,7 @@ class CudaPythonMemory:
         address = int(self._check(self._rt.cudaMallocHost(max(1, nbytes)), "cudaMallocHost"))
         self._host.append(address)
         raw = (ctypes.c_byte * max(1, nbytes)).from_address(address)
-        return np.frombuffer(raw, dtype=dtype, count=int(np.prod(shape))).reshape(shape)
+        return np.frombuffer(memoryview(raw), dtype=dtype, count=int(np.prod(shape))).reshape(shape)
 
     def _copy(self, dst: int, src: int, nbytes: int, kind: Any, what: str) -> None:
         self._check(self._rt.cudaMemcpyAsync(dst, src, nbytes, kind, self._stream), what)
@@ -243,8 +244,9 @@ def open_cuda(kind: str, gpu: int) -> CudaMemory:
         except ImportError as exc:
             errors.append(f"{name}: {exc}")
         except Exception as exc:  # the CUDA driver's own errors: no device, no driver
-            raise unavailable(KEY, f"cannot open CUDA device {gpu} with {name}: {exc}",
-                              INSTALL) from exc  # fmt: skip
+            raise unavailable(
+                KEY, f"cannot open CUDA device {gpu} with {name}: {exc}", INSTALL
+            ) from exc
     raise unavailable(KEY, "; ".join(errors), INSTALL)
 
 
@@ -357,8 +359,9 @@ def default_cache_dir() -> Path:
     return Path(base) / "edge-tc" / "tensorrt"
 
 
-def plan_cache_name(onnx_sha256: str, precision: str, batch_profile: Sequence[int],
-                    trt_version: str, gpu_name: str) -> str:  # fmt: skip
+def plan_cache_name(
+    onnx_sha256: str, precision: str, batch_profile: Sequence[int], trt_version: str, gpu_name: str
+) -> str:
     """File name of a cached plan: the model, how it was built, and where it can run."""
     gpu = re.sub(r"[^a-z0-9]+", "-", gpu_name.lower()).strip("-")
     version = re.sub(r"[^0-9.]+", "", trt_version)
@@ -366,9 +369,16 @@ def plan_cache_name(onnx_sha256: str, precision: str, batch_profile: Sequence[in
     return f"{onnx_sha256[:16]}-{precision}-b{lo}-{opt}-{hi}-trt{version}-{gpu}.plan"
 
 
-def build_plan(trt: ModuleType, onnx: bytes, input_name: str, input_dims: Sequence[int],
-               precision: str, batch_profile: Sequence[int], workspace_bytes: int,
-               where: str) -> bytes:  # fmt: skip
+def build_plan(
+    trt: ModuleType,
+    onnx: bytes,
+    input_name: str,
+    input_dims: Sequence[int],
+    precision: str,
+    batch_profile: Sequence[int],
+    workspace_bytes: int,
+    where: str,
+) -> bytes:
     """Serialize a plan from ONNX bytes with a dynamic batch profile on `input_name`.
 
     TensorRT 10.x: networks are always explicit batch (`create_network(0)`), workspace via
@@ -418,8 +428,16 @@ def _write_atomic(path: Path, data: bytes) -> None:
 class _GpuState:
     """What lives on the CUDA thread: the runtime objects, the adapter and the buffers."""
 
-    def __init__(self, memory: CudaMemory, runtime: Any, engine: Any, adapter: TrtAdapter,
-                 input_name: str, outputs: Mapping[str, str], max_batch: int) -> None:  # fmt: skip
+    def __init__(
+        self,
+        memory: CudaMemory,
+        runtime: Any,
+        engine: Any,
+        adapter: TrtAdapter,
+        input_name: str,
+        outputs: Mapping[str, str],
+        max_batch: int,
+    ) -> None:
         self.memory, self.runtime, self.engine, self.adapter = memory, runtime, engine, adapter
         self.input_name = input_name
         self.outputs = dict(outputs)  # task -> tensor name
@@ -437,8 +455,9 @@ class _GpuState:
         host_in[:n] = x
         self.memory.to_device(address, host_in[:n])
         self.adapter.set_input_shape(self.input_name, x.shape)
-        self.adapter.execute({name: a for name, (a, _) in self.buffers.items()},
-                             self.memory.stream_handle)  # fmt: skip
+        self.adapter.execute(
+            {name: a for name, (a, _) in self.buffers.items()}, self.memory.stream_handle
+        )
         for name in self.outputs.values():
             shape = self.adapter.output_shape(name)
             if shape[0] != n:
@@ -458,9 +477,16 @@ class _GpuState:
 class TensorRtEngine(Engine):
     """A TensorRT plan on one GPU; every CUDA call runs on the engine's own thread."""
 
-    def __init__(self, worker: ThreadPoolExecutor, state: _GpuState, timeout_s: float,
-                 model: BundleModel, tasks: tuple[str, ...], spec: InputSpec,
-                 info: EngineInfo) -> None:  # fmt: skip
+    def __init__(
+        self,
+        worker: ThreadPoolExecutor,
+        state: _GpuState,
+        timeout_s: float,
+        model: BundleModel,
+        tasks: tuple[str, ...],
+        spec: InputSpec,
+        info: EngineInfo,
+    ) -> None:
         super().__init__(model, tasks, spec, info)
         self._worker = worker
         self._state = state
@@ -495,18 +521,26 @@ def _plan_target_matches(model: BundleModel, trt_version: str, gpu_name: str) ->
     )
 
 
-def _setup(trt: ModuleType, memory: CudaMemory, bundle: Bundle, config: TensorRtConfig,
-           ) -> tuple[BundleModel, Any, Any, TrtAdapter, str]:  # fmt: skip
+def _setup(
+    trt: ModuleType,
+    memory: CudaMemory,
+    bundle: Bundle,
+    config: TensorRtConfig,
+) -> tuple[BundleModel, Any, Any, TrtAdapter, str]:
     """On the CUDA thread: pick or build the plan, deserialize it, open a context."""
     version = str(trt.__version__)
-    plans = [m for m in bundle.models
-             if m.format == "tensorrt-plan" and m.precision == config.precision]  # fmt: skip
+    plans = [
+        m for m in bundle.models if m.format == "tensorrt-plan" and m.precision == config.precision
+    ]
     if config.model:
         plans = [m for m in bundle.models if m.path.name == config.model]
         if not plans or plans[0].format not in ("tensorrt-plan", "onnx"):
             raise ModelError(f"{bundle.directory}: no TensorRT plan or ONNX file {config.model!r}")
-    usable = [m for m in plans
-              if m.format == "tensorrt-plan" and _plan_target_matches(m, version, memory.device_name)]  # fmt: skip  # noqa: E501
+    usable = [
+        m
+        for m in plans
+        if m.format == "tensorrt-plan" and _plan_target_matches(m, version, memory.device_name)
+    ]
     source = "bundle"
     if usable:
         model = usable[0]
@@ -518,22 +552,37 @@ def _setup(trt: ModuleType, memory: CudaMemory, bundle: Bundle, config: TensorRt
         where = str(onnx_model.path)
         layout_adapter(onnx_model.input, where)
         cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
-        name = plan_cache_name(sha256_file(onnx_model.path), config.precision,
-                               config.batch_profile, version, memory.device_name)  # fmt: skip
+        name = plan_cache_name(
+            sha256_file(onnx_model.path),
+            config.precision,
+            config.batch_profile,
+            version,
+            memory.device_name,
+        )
         path = cache / name
         if path.is_file():
             plan, source = path.read_bytes(), "cache"
         else:
-            plan = build_plan(trt, onnx_model.path.read_bytes(), onnx_model.input.name,
-                              onnx_model.input.shape[1:],  # type: ignore[arg-type]
-                              config.precision, config.batch_profile,
-                              config.workspace_mib << 20, where)  # fmt: skip
+            plan = build_plan(
+                trt,
+                onnx_model.path.read_bytes(),
+                onnx_model.input.name,
+                onnx_model.input.shape[1:],  # type: ignore[arg-type]
+                config.precision,
+                config.batch_profile,
+                config.workspace_mib << 20,
+                where,
+            )
             _write_atomic(path, plan)
             source = "built"
-        target = {"tensorrt_version": version, "device": memory.device_name,
-                  "batch_profile": list(config.batch_profile)}  # fmt: skip
-        model = replace(onnx_model, path=path, format="tensorrt-plan",
-                        precision=config.precision, target=target)  # fmt: skip
+        target = {
+            "tensorrt_version": version,
+            "device": memory.device_name,
+            "batch_profile": list(config.batch_profile),
+        }
+        model = replace(
+            onnx_model, path=path, format="tensorrt-plan", precision=config.precision, target=target
+        )
     runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
     engine = runtime.deserialize_cuda_engine(plan)
     if engine is None:
@@ -550,25 +599,35 @@ def _check_io(adapter: TrtAdapter, model: BundleModel) -> int:
     where = str(model.path)
     inputs = [t for t in adapter.tensors if t.is_input]
     if len(inputs) != 1 or inputs[0].name != model.input.name:
-        raise ModelError(f"{where}: want one input named {model.input.name!r}, the plan has "
-                         f"{[t.name for t in inputs]}")  # fmt: skip
+        raise ModelError(
+            f"{where}: want one input named {model.input.name!r}, the plan has "
+            f"{[t.name for t in inputs]}"
+        )
     check_tensor(where, "input", model.input, inputs[0].shape, inputs[0].dtype.name)
     outputs = {t.name: t for t in adapter.tensors if not t.is_input}
     for task, spec in model.outputs.items():
         found = outputs.get(spec.name)
         if found is None:
-            raise ModelError(f"{where}: no output {spec.name!r} for task {task!r}; it has "
-                             f"{sorted(outputs)}")  # fmt: skip
+            raise ModelError(
+                f"{where}: no output {spec.name!r} for task {task!r}; it has {sorted(outputs)}"
+            )
         check_tensor(where, f"output of task {task!r}", spec, found.shape, found.dtype.name)
     lo, _, hi = adapter.profile_shape(model.input.name)
     if lo[0] != 1 or tuple(hi[1:]) != tuple(inputs[0].shape[1:]):
-        raise ModelError(f"{where}: batch profile {lo} .. {hi}: want min batch 1 and "
-                         f"input (…, {INPUT_LENGTH}) dims")  # fmt: skip
+        raise ModelError(
+            f"{where}: batch profile {lo} .. {hi}: want min batch 1 and "
+            f"input (…, {INPUT_LENGTH}) dims"
+        )
     return hi[0]
 
 
-def load_tensorrt(bundle: Bundle, config: TensorRtConfig, *, trt: ModuleType | None = None,
-                  cuda: Callable[[str, int], CudaMemory] | None = None) -> TensorRtEngine:  # fmt: skip
+def load_tensorrt(
+    bundle: Bundle,
+    config: TensorRtConfig,
+    *,
+    trt: ModuleType | None = None,
+    cuda: Callable[[str, int], CudaMemory] | None = None,
+) -> TensorRtEngine:
     """Open a TensorRT engine for the bundle; `trt` and `cuda` replace the vendor modules."""
     trt_module = trt if trt is not None else import_tensorrt()
     make_memory = cuda if cuda is not None else open_cuda
@@ -580,8 +639,9 @@ def load_tensorrt(bundle: Bundle, config: TensorRtConfig, *, trt: ModuleType | N
             model, runtime, engine, adapter, source = _setup(trt_module, memory, bundle, config)
             max_batch = _check_io(adapter, model)
             outputs = {t: s.name for t, s in model.outputs.items()}
-            state = _GpuState(memory, runtime, engine, adapter, model.input.name, outputs,
-                              max_batch)  # fmt: skip
+            state = _GpuState(
+                memory, runtime, engine, adapter, model.input.name, outputs, max_batch
+            )
         except BaseException:
             memory.close()
             raise
@@ -594,16 +654,22 @@ def load_tensorrt(bundle: Bundle, config: TensorRtConfig, *, trt: ModuleType | N
         raise
     layout = layout_adapter(model.input, str(model.path))[0]
     max_batch = len(state.buffers[model.input.name][1])
-    spec = InputSpec(model.input.name, layout, model.input.shape, model.input.dtype, max_batch,
-                     False)  # fmt: skip
+    spec = InputSpec(
+        model.input.name, layout, model.input.shape, model.input.dtype, max_batch, False
+    )
     device_bytes = state.adapter.device_memory_bytes() + sum(
         h.nbytes for _, h in state.buffers.values()
     )
     info = EngineInfo(
-        KEY, config.precision, f"cuda:{config.gpu} {state.memory.device_name}", model.path.name,
+        KEY,
+        config.precision,
+        f"cuda:{config.gpu} {state.memory.device_name}",
+        model.path.name,
         f"tensorrt {trt_module.__version__} ({state.adapter.api} API, {state.memory.runtime}, "
-        f"plan from {source})", 0, {"device": device_bytes},
-    )  # fmt: skip
+        f"plan from {source})",
+        0,
+        {"device": device_bytes},
+    )
     return TensorRtEngine(worker, state, config.timeout_s, model, bundle.tasks, spec, info)
 
 

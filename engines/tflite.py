@@ -84,7 +84,7 @@ class TfliteConfig(EngineConfig):
                 (
                     "edgetpu_device",
                     f"want '', ':N', 'usb[:N]' or 'pci[:N]', got {self.edgetpu_device!r}",
-                )  # fmt: skip
+                )
             )
         elif self.edgetpu_device and self.device != "edgetpu":
             out.append(("edgetpu_device", "only used with device = 'edgetpu'"))
@@ -173,9 +173,16 @@ def interpreter_module() -> ModuleType:
 class TfliteEngine(Engine):
     """A TFLite interpreter; output tensors found by the manifest's names."""
 
-    def __init__(self, interpreter: Any, model: BundleModel, tasks: tuple[str, ...],
-                 spec: InputSpec, info: EngineInfo, input_index: int,
-                 output_indices: dict[str, int]) -> None:  # fmt: skip
+    def __init__(
+        self,
+        interpreter: Any,
+        model: BundleModel,
+        tasks: tuple[str, ...],
+        spec: InputSpec,
+        info: EngineInfo,
+        input_index: int,
+        output_indices: dict[str, int],
+    ) -> None:
         super().__init__(model, tasks, spec, info)
         self._interpreter = interpreter
         self._input_index = input_index
@@ -192,13 +199,16 @@ class TfliteEngine(Engine):
 
 def _check_detail(where: str, role: str, want: TensorSpec, detail: Mapping[str, Any]) -> None:
     """The interpreter's tensor detail against the manifest: shape, dtype, scale/zero-point."""
-    check_tensor(where, role, want, [int(d) for d in detail["shape"]],
-                 np.dtype(detail["dtype"]).name)  # fmt: skip
+    check_tensor(
+        where, role, want, [int(d) for d in detail["shape"]], np.dtype(detail["dtype"]).name
+    )
     scale, zero_point = detail["quantization"]
     have = (float(scale), int(zero_point)) if scale else None
-    expected = None if want.quantization is None else (
-        want.quantization.scale, want.quantization.zero_point
-    )  # fmt: skip
+    expected = (
+        None
+        if want.quantization is None
+        else (want.quantization.scale, want.quantization.zero_point)
+    )
     same = (have is None) == (expected is None) and (
         have is None
         or expected is None
@@ -271,18 +281,21 @@ def load_tflite(bundle: Bundle, config: TfliteConfig) -> TfliteEngine:
         _check_detail(where, f"output of task {task!r}", spec, found)
         indices[task] = int(found["index"])
     max_batch, fixed = batch_limits(model.input, 1)
-    spec_in = InputSpec(model.input.name, layout, model.input.shape, model.input.dtype,
-                        max_batch, fixed)  # fmt: skip
+    spec_in = InputSpec(
+        model.input.name, layout, model.input.shape, model.input.dtype, max_batch, fixed
+    )
     device = "cpu" + (" (xnnpack)" if config.xnnpack else "")
     if config.device == "edgetpu":
         device = f"edgetpu{':' + config.edgetpu_device if config.edgetpu_device else ''}"
         if not compiled:
             device += " (model not compiled for it: runs on the CPU)"
     package = importlib.import_module(runtime.__name__.split(".")[0])
-    info = EngineInfo(KEY, model.precision, device, model.path.name, runtime_version(package),
-                      config.threads)  # fmt: skip
-    return TfliteEngine(interpreter, model, bundle.tasks, spec_in, info, int(inputs[0]["index"]),
-                        indices)  # fmt: skip
+    info = EngineInfo(
+        KEY, model.precision, device, model.path.name, runtime_version(package), config.threads
+    )
+    return TfliteEngine(
+        interpreter, model, bundle.tasks, spec_in, info, int(inputs[0]["index"]), indices
+    )
 
 
 def bench_configs(bundle: Bundle, threads: int) -> list[EngineConfig]:
