@@ -84,7 +84,7 @@ class DaemonMetrics:
             "edgetc_engine_reloads", "Engine reloads after consecutive failures", registry=r
         )
         self.source_overflows = Counter(
-            "edgetc_source_overflows", "Samples lost by the hardware or transport", registry=r
+            "edgetc_source_overflows", "Times the hardware or transport lost samples", registry=r
         )
         self.source_dropped_samples = Counter(
             "edgetc_source_dropped_samples", "Samples the source threw away", ["reason"],
@@ -94,12 +94,8 @@ class DaemonMetrics:
             "edgetc_source_reconnects", "Times the source was closed and re-opened", registry=r
         )
         self.messages_published = Counter(
-            "edgetc_messages_published", "ZeroMQ messages sent (one per packet and topic)",
-            registry=r,
-        )  # fmt: skip
-        self.messages_dropped = Counter(
-            "edgetc_messages_dropped", "ZeroMQ messages not sent: a subscriber at its high-water "
-            "mark", registry=r,
+            "edgetc_messages_published", "ZeroMQ messages handed to the PUB socket (one per packet "
+            "and topic; a subscriber at its high-water mark loses them unseen)", registry=r,
         )  # fmt: skip
         for reason in DROP_REASONS:
             self.dropped.labels(reason)
@@ -125,7 +121,8 @@ class DaemonMetrics:
         )  # fmt: skip
 
     def set_engine_info(self, info: EngineInfo, bundle: str) -> None:
-        """`edgetc_engine_info{backend, precision, device, model_file, runtime, threads, bundle}`."""
+        """`edgetc_engine_info{backend, precision, device, model_file, runtime, threads, bundle}`:
+        what runs, as labels."""
         labels = {k: str(v) for k, v in asdict(info).items() if k != "memory"}
         self.engine_info.info({**labels, "bundle": bundle})
 
@@ -146,4 +143,10 @@ class MetricsServer:
         self._thread.join(timeout=5)
 
 
-__all__ = ["BATCH_SIZE_BUCKETS", "DROP_REASONS", "DaemonMetrics", "MetricsServer", "latency_buckets"]
+__all__ = [
+    "BATCH_SIZE_BUCKETS",
+    "DROP_REASONS",
+    "DaemonMetrics",
+    "MetricsServer",
+    "latency_buckets",
+]
