@@ -26,6 +26,7 @@ import builtins
 import importlib
 import pkgutil
 import sys
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -75,6 +76,9 @@ class SourceEvents(Protocol):
     def overflow(self) -> None:
         """The hardware or transport lost samples (SoapySDR SOAPY_SDR_OVERFLOW, a gap)."""
 
+    def reconnected(self) -> None:
+        """The transport re-established a lost connection on its own (a ZeroMQ peer came back)."""
+
 
 class NullEvents:
     """SourceEvents that only counts, for tools and tests."""
@@ -82,12 +86,16 @@ class NullEvents:
     def __init__(self) -> None:
         self.drops: dict[str, int] = {}
         self.overflows = 0
+        self.reconnects = 0
 
     def dropped(self, reason: str, samples: int) -> None:
         self.drops[reason] = self.drops.get(reason, 0) + samples
 
     def overflow(self) -> None:
         self.overflows += 1
+
+    def reconnected(self) -> None:
+        self.reconnects += 1
 
 
 class Source(ABC):
@@ -118,6 +126,40 @@ class Source(ABC):
     def finished(self) -> bool:
         """True once a finite source (a recording without loop) has nothing more to give."""
         return False
+
+
+class Pacer:
+    """Hands out samples at `sample_rate_hz` of wall time (replays, generators).
+
+    The clock starts at the first `release`: the chunk that ends `n` samples after that start is
+    due `n / sample_rate_hz` seconds later. A late consumer gets overdue chunks at once (nothing
+    is skipped), as a receiver's buffer would hand them over.
+    """
+
+    def __init__(self, sample_rate_hz: float) -> None:
+        self.sample_rate_hz = sample_rate_hz
+        self._t0: float | None = None
+        self._released = 0
+
+    def release(self, count: int, timeout_s: float) -> float | None:
+        """Wait until the next `count` samples are due; return time.monotonic() then, or None
+        (after sleeping `timeout_s`) if they are due later than that."""
+        now = time.monotonic()
+        if self._t0 is None:
+            self._t0 = now
+        delay = self._t0 + (self._released + count) / self.sample_rate_hz - now
+        if delay > timeout_s:
+            time.sleep(max(0.0, timeout_s))
+            return None
+        if delay > 0:
+            time.sleep(delay)
+        self._released += count
+        return time.monotonic()
+
+    def restart(self) -> None:
+        """Start the clock again at the next `release` (after a re-open)."""
+        self._t0 = None
+        self._released = 0
 
 
 @dataclass(frozen=True)
@@ -184,6 +226,7 @@ def unavailable(key: str, exc: BaseException | str, install: str) -> SourceError
 __all__ = [
     "Chunk",
     "NullEvents",
+    "Pacer",
     "Source",
     "SourceBackend",
     "SourceConfig",
