@@ -15,12 +15,42 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Generic, Literal, TypeVar
+from dataclasses import dataclass
+from typing import ClassVar, Generic, Literal, TypeVar
+
+from edge_daemon.typed_config import TypedConfig
 
 T = TypeVar("T")
 
 DropPolicy = Literal["oldest", "newest"]
 DROP_POLICIES: tuple[str, ...] = ("oldest", "newest")
+
+
+@dataclass(frozen=True)
+class BatcherConfig(TypedConfig):
+    """`[batcher]`: Triton-like dynamic batching in front of the engine.
+
+    A batch goes when `max_batch` packets wait or the oldest has waited `max_queue_delay_ms`.
+    `queue_size` packets at most wait; beyond that `drop_policy` drops the oldest or the newest.
+    """
+
+    section: ClassVar[str] = "batcher"
+    max_batch: int = 32
+    max_queue_delay_ms: float = 1.0
+    queue_size: int = 1024
+    drop_policy: DropPolicy = "oldest"
+
+    def problems(self) -> list[tuple[str, str]]:
+        out = []
+        if self.max_batch < 1:
+            out.append(("max_batch", f"want >= 1, got {self.max_batch}"))
+        if not 0 <= self.max_queue_delay_ms <= 1000:
+            out.append(("max_queue_delay_ms", f"want 0..1000, got {self.max_queue_delay_ms}"))
+        if self.queue_size < max(self.max_batch, 1):
+            out.append(
+                ("queue_size", f"want >= max_batch ({self.max_batch}), got {self.queue_size}")
+            )
+        return out
 
 
 class DynamicBatcher(Generic[T]):
@@ -45,7 +75,9 @@ class DynamicBatcher(Generic[T]):
         if queue_size < max_batch:
             raise ValueError(f"queue_size ({queue_size}) must be >= max_batch ({max_batch})")
         if drop_policy not in DROP_POLICIES:
-            raise ValueError(f"drop_policy must be one of {list(DROP_POLICIES)}, got {drop_policy!r}")
+            raise ValueError(
+                f"drop_policy must be one of {list(DROP_POLICIES)}, got {drop_policy!r}"
+            )
         self.max_batch = max_batch
         self.max_queue_delay_s = max_queue_delay_s
         self.queue_size = queue_size
@@ -113,4 +145,4 @@ class DynamicBatcher(Generic[T]):
         return self._items[0][0] + self.max_queue_delay_s - now
 
 
-__all__ = ["DROP_POLICIES", "DropPolicy", "DynamicBatcher"]
+__all__ = ["DROP_POLICIES", "BatcherConfig", "DropPolicy", "DynamicBatcher"]

@@ -10,13 +10,15 @@ Packets: detected = classified + dropped (by reason) + failed + in flight, at ev
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
+from typing import ClassVar
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import start_http_server
 
 from edge_daemon.schema import TASKS, Task
+from edge_daemon.typed_config import TypedConfig
 from engines.base import EngineInfo
 
 DROP_REASONS: tuple[str, ...] = ("queue_full", "shutdown")
@@ -127,6 +129,21 @@ class DaemonMetrics:
         self.engine_info.info({**labels, "bundle": bundle})
 
 
+@dataclass(frozen=True)
+class MetricsConfig(TypedConfig):
+    """`[metrics]`: the Prometheus HTTP endpoint (`http://addr:port/metrics`)."""
+
+    section: ClassVar[str] = "metrics"
+    enabled: bool = True
+    addr: str = "127.0.0.1"
+    port: int = 9464
+
+    def problems(self) -> list[tuple[str, str]]:
+        if not 0 <= self.port <= 65535:
+            return [("port", f"want 0..65535 (0: any free port), got {self.port}")]
+        return []
+
+
 class MetricsServer:
     """prometheus_client's HTTP exposition of one registry on `addr:port` (0: any free port)."""
 
@@ -147,6 +164,7 @@ __all__ = [
     "BATCH_SIZE_BUCKETS",
     "DROP_REASONS",
     "DaemonMetrics",
+    "MetricsConfig",
     "MetricsServer",
     "latency_buckets",
 ]

@@ -1,0 +1,277 @@
+"""ZeroMQ output: one message per classified packet and topic, on a PUB socket that never blocks.
+
+Message: multipart `[topic, payload]`. Topic `tc.all` carries every task, `tc.<task>` (`tc.phy`,
+`tc.frame`, `tc.app_type`, `tc.app`) that task only. ZeroMQ subscriptions match by prefix
+(`tc.app` also matches `tc.app_type`): compare the topic frame exactly, as `Subscriber` does.
+Payload, JSON (UTF-8) by default or msgpack, one map::
+
+    {"packet_id": 17,                  # per daemon run, from 0, in detection order
+     "sample_start": 123456,           # source sample index of the packet's first sample
+     "sample_end": 126456,             # one past its last sample
+     "arrival_ns": 1764472467000000,   # wall clock (time_ns) when its last sample arrived
+     "published_ns": 1764472467001200, # wall clock when the message was handed to ZeroMQ
+     "latency_ms": 1.2,                # published - arrival, monotonic clock
+     "labels": {"phy": {"label": "802.11n", "index": 2, "probability": 0.97}, ...}}
+
+The socket is non-blocking: a PUB socket at a subscriber's high-water mark (`sndhwm`) drops
+that subscriber's messages (ZeroMQ PUB semantics) and the daemon goes on; a subscriber that never
+reads costs at most `sndhwm` queued messages.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import zmq
+
+from edge_daemon.errors import ConfigError
+from edge_daemon.schema import TASK_BY_NAME, TASK_NAMES
+from edge_daemon.typed_config import TypedConfig
+
+TOPIC_PREFIX = "tc."
+TOPIC_ALL = "all"
+LINGER_MS = 500
+"""How long close() keeps trying to deliver queued messages (drained packets at shutdown)."""
+
+
+@dataclass(frozen=True)
+class PublisherConfig(TypedConfig):
+    """`[publisher]`: the ZeroMQ PUB socket classifications go out on.
+
+    `topics`: "all" (topic `tc.all`, every task in one message) and/or task names (topic
+    `tc.<task>`, that task only). `sndhwm`: messages queued per subscriber before ZeroMQ drops.
+    """
+
+    section: ClassVar[str] = "publisher"
+    bind: str = "tcp://127.0.0.1:5556"
+    format: Literal["json", "msgpack"] = "json"
+    topics: tuple[str, ...] = (TOPIC_ALL,)
+    sndhwm: int = 10_000
+
+    def problems(self) -> list[tuple[str, str]]:
+        out = []
+        if "://" not in self.bind:
+            out.append(
+                ("bind", f"want a ZeroMQ endpoint like tcp://127.0.0.1:5556, got {self.bind!r}")
+            )
+        choices = [TOPIC_ALL, *TASK_NAMES]
+        for i, topic in enumerate(self.topics):
+            if topic not in choices:
+                out.append((f"topics[{i}]", f"{topic!r} is not one of {choices}"))
+        if not self.topics:
+            out.append(("topics", f"want at least one of {choices}"))
+        elif len(set(self.topics)) != len(self.topics):
+            out.append(("topics", f"duplicates in {list(self.topics)}"))
+        if self.sndhwm < 1:
+            out.append(("sndhwm", f"want >= 1, got {self.sndhwm}"))
+        return out
+
+
+@dataclass(frozen=True)
+class Classified:
+    """One packet's result as published: ids, sample span, times and per-task probabilities."""
+
+    packet_id: int
+    sample_start: int
+    sample_end: int
+    arrival_time: float  # time.monotonic() of its last sample's arrival
+    probabilities: Mapping[str, np.ndarray]  # task -> (classes,) float32
+
+
+def topic_of(name: str) -> bytes:
+    """`all` -> b"tc.all", `phy` -> b"tc.phy"."""
+    return (TOPIC_PREFIX + name).encode()
+
+
+def label_entry(task: str, probs: np.ndarray) -> dict[str, Any]:
+    """{"label", "index", "probability"} of the most probable class."""
+    index = int(np.argmax(probs))
+    return {
+        "label": TASK_BY_NAME[task].classes[index],
+        "index": index,
+        "probability": round(float(probs[index]), 6),
+    }
+
+
+def _msgpack_packb() -> Callable[[Any], bytes]:
+    try:
+        import msgpack
+    except ImportError as exc:
+        raise ConfigError(
+            f"publisher.format: msgpack unavailable: {exc}; install 'edge-tc[msgpack]'"
+        ) from None
+    packb: Callable[[Any], bytes] = msgpack.packb
+    return packb
+
+
+def encoder(format: str) -> Callable[[Any], bytes]:
+    """The payload encoder of a format ("json" or "msgpack")."""
+    if format == "json":
+        return lambda obj: json.dumps(obj, separators=(",", ":")).encode()
+    if format == "msgpack":
+        return _msgpack_packb()
+    raise ConfigError(f"publisher.format: {format!r} is not one of ['json', 'msgpack']")
+
+
+def decode_payload(payload: bytes) -> dict[str, Any]:
+    """A payload as a dict, JSON or msgpack (told apart by the first byte)."""
+    if payload[:1] == b"{":
+        out: dict[str, Any] = json.loads(payload)
+        return out
+    import msgpack
+
+    decoded: dict[str, Any] = msgpack.unpackb(payload)
+    return decoded
+
+
+class Publisher:
+    """The PUB socket. `publish` sends one packet's messages and returns its latency (s).
+
+    Used from one thread (the inference worker).
+    """
+
+    def __init__(
+        self,
+        config: PublisherConfig,
+        on_sent: Callable[[int], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self._encode = encoder(config.format)
+        self._topics = [(topic_of(t), None if t == TOPIC_ALL else t) for t in config.topics]
+        self._on_sent = on_sent
+        self._clock = clock
+        self._context = zmq.Context()
+        self._socket = self._context.socket(zmq.PUB)
+        self._socket.setsockopt(zmq.SNDHWM, config.sndhwm)
+        self._socket.setsockopt(zmq.LINGER, LINGER_MS)
+        try:
+            self._socket.bind(config.bind)
+        except zmq.ZMQError as exc:
+            self._socket.close(linger=0)
+            self._context.term()
+            raise ConfigError(f"publisher.bind: cannot bind {config.bind!r}: {exc}") from None
+        self.endpoint: str = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
+        # monotonic -> wall clock, fixed at start so arrival and publish times stay consistent
+        self._wall_offset_ns = time.time_ns() - int(time.monotonic() * 1e9)
+
+    def publish(self, item: Classified) -> float:
+        """Send `item` on every configured topic, without blocking; its latency in seconds."""
+        now = self._clock()
+        latency = now - item.arrival_time
+        labels = {t: label_entry(t, p) for t, p in item.probabilities.items()}
+        head = {
+            "packet_id": item.packet_id,
+            "sample_start": item.sample_start,
+            "sample_end": item.sample_end,
+            "arrival_ns": int(item.arrival_time * 1e9) + self._wall_offset_ns,
+            "published_ns": time.time_ns(),
+            "latency_ms": round(latency * 1e3, 4),
+        }
+        sent = 0
+        for topic, task in self._topics:
+            chosen = labels if task is None else {task: labels[task]}
+            # PUB never blocks and never raises EAGAIN: at the HWM ZeroMQ drops the message.
+            self._socket.send_multipart(
+                [topic, self._encode({**head, "labels": chosen})], zmq.NOBLOCK
+            )
+            sent += 1
+        if self._on_sent is not None:
+            self._on_sent(sent)
+        return latency
+
+    def close(self) -> None:
+        """Close the socket (queued messages get LINGER_MS to go) and the context."""
+        if not self._socket.closed:
+            self._socket.close()
+            self._context.term()
+
+
+@dataclass(frozen=True)
+class Message:
+    """A received message: its topic name without the prefix ("all", "phy", ...) and payload."""
+
+    topic: str
+    payload: dict[str, Any]
+
+
+class Subscriber:
+    """A SUB socket on the daemon's publisher; `recv(timeout_s)` -> Message or None."""
+
+    def __init__(
+        self, endpoint: str, topics: Iterable[str] = (TOPIC_ALL,), rcvhwm: int = 0
+    ) -> None:
+        self.topics = {topic_of(t) for t in topics}
+        self._context = zmq.Context()
+        self._socket = self._context.socket(zmq.SUB)
+        self._socket.setsockopt(zmq.RCVHWM, rcvhwm)  # 0: unlimited (tests must not lose any)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        for topic in self.topics:
+            self._socket.setsockopt(zmq.SUBSCRIBE, topic)
+        self._socket.connect(endpoint)
+
+    def recv(self, timeout_s: float) -> Message | None:
+        """The next message of a subscribed topic (exact match), or None after `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not self._socket.poll(int(left * 1000) + 1):
+                return None
+            frames = self._socket.recv_multipart()
+            if len(frames) == 2 and frames[0] in self.topics:
+                name = frames[0].decode()[len(TOPIC_PREFIX) :]
+                return Message(name, decode_payload(frames[1]))
+
+    def wait_connected(self, timeout_s: float = 5.0) -> None:
+        """Block until the connection's ZeroMQ handshake is done (then subscriptions reach the
+        publisher within a moment: PUB/SUB drops what it sends before). TimeoutError if not."""
+        monitor = self._socket.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        try:
+            if not monitor.poll(int(timeout_s * 1000)):
+                raise TimeoutError(f"no connection to the publisher within {timeout_s} s")
+            monitor.recv_multipart()
+        finally:
+            self._socket.disable_monitor()
+            monitor.close(linger=0)
+        time.sleep(0.05)  # the SUBSCRIBE frames travel after the handshake
+
+    def collect(self, count: int | None, idle_timeout_s: float) -> list[Message]:
+        """Messages until `count` arrived (None: any number) or none came for `idle_timeout_s`."""
+        out: list[Message] = []
+        while count is None or len(out) < count:
+            message = self.recv(idle_timeout_s)
+            if message is None:
+                break
+            out.append(message)
+        return out
+
+    def close(self) -> None:
+        if not self._socket.closed:
+            self._socket.close()
+            self._context.term()
+
+    def __enter__(self) -> Subscriber:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+__all__ = [
+    "TOPIC_ALL",
+    "TOPIC_PREFIX",
+    "Classified",
+    "Message",
+    "Publisher",
+    "PublisherConfig",
+    "Subscriber",
+    "decode_payload",
+    "encoder",
+    "label_entry",
+    "topic_of",
+]

@@ -1,0 +1,160 @@
+"""Publisher: real PUB/SUB sockets on 127.0.0.1; schema, topics, formats, a reader that stalls."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import zmq
+
+from edge_daemon.errors import ConfigError
+from edge_daemon.publisher import (
+    Classified,
+    Publisher,
+    PublisherConfig,
+    Subscriber,
+    decode_payload,
+)
+from edge_daemon.schema import TASKS
+from edge_daemon.typed_config import ConfigProblems
+
+ANY_PORT = "tcp://127.0.0.1:*"
+
+
+def probs_for(indices: dict[str, int]) -> dict[str, np.ndarray]:
+    out = {}
+    for task in TASKS:
+        p = np.full(task.num_classes, 0.1 / task.num_classes, np.float32)
+        p[indices[task.name]] += 0.9
+        out[task.name] = p
+    return out
+
+
+def item(packet_id: int, age_s: float = 0.001) -> Classified:
+    probs = probs_for({"phy": 2, "frame": 2, "app_type": 1, "app": 4})
+    return Classified(packet_id, 1000 * packet_id, 1000 * packet_id + 3000,
+                      time.monotonic() - age_s, probs)  # fmt: skip
+
+
+@pytest.fixture
+def publisher(request):
+    config = PublisherConfig.from_dict({"bind": ANY_PORT, **getattr(request, "param", {})})
+    sent: list[int] = []
+    pub = Publisher(config, on_sent=sent.append)
+    pub.sent = sent  # type: ignore[attr-defined]
+    yield pub
+    pub.close()
+
+
+def test_json_message_schema(publisher):
+    with Subscriber(publisher.endpoint) as sub:
+        sub.wait_connected()
+        latency = publisher.publish(item(7, age_s=0.002))
+        message = sub.recv(5.0)
+    assert message is not None and message.topic == "all"
+    p = message.payload
+    assert set(p) == {"packet_id", "sample_start", "sample_end", "arrival_ns", "published_ns",
+                      "latency_ms", "labels"}  # fmt: skip
+    assert (p["packet_id"], p["sample_start"], p["sample_end"]) == (7, 7000, 10000)
+    assert 2.0 <= p["latency_ms"] < 1000 and latency == pytest.approx(
+        p["latency_ms"] / 1e3, abs=1e-6
+    )
+    assert 1.9e6 <= p["published_ns"] - p["arrival_ns"] < 1e9
+    assert abs(p["published_ns"] - time.time_ns()) < 5e9
+    assert p["labels"]["phy"] == {
+        "label": "802.11n",
+        "index": 2,
+        "probability": pytest.approx(0.9333, abs=1e-3),
+    }
+    assert p["labels"]["app"]["label"] == "netflix"
+    assert p["labels"]["app_type"]["label"] == "video"
+    assert set(p["labels"]) == {t.name for t in TASKS}
+    assert publisher.sent == [1]
+
+
+@pytest.mark.parametrize("publisher", [{"topics": ["phy", "app", "all"]}], indirect=True)
+def test_per_task_topics_carry_their_task_only(publisher):
+    with Subscriber(publisher.endpoint, topics=["app", "phy"]) as sub:
+        sub.wait_connected()
+        publisher.publish(item(1))
+        got = sub.collect(count=None, idle_timeout_s=0.3)
+    # tc.all is sent but not subscribed; tc.app does not deliver tc.app_type (exact topics)
+    assert sorted(m.topic for m in got) == ["app", "phy"]
+    for m in got:
+        assert list(m.payload["labels"]) == [m.topic]
+    assert publisher.sent == [3]
+
+
+@pytest.mark.parametrize("publisher", [{"format": "msgpack"}], indirect=True)
+def test_msgpack_payload(publisher):
+    with Subscriber(publisher.endpoint) as sub:
+        sub.wait_connected()
+        publisher.publish(item(3))
+        message = sub.recv(5.0)
+    assert message is not None
+    assert message.payload["packet_id"] == 3
+    assert message.payload["labels"]["frame"]["label"] == "data"
+
+
+def test_raw_frames_are_topic_then_payload(publisher):
+    context = zmq.Context()
+    sub = context.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"tc.")
+    sub.connect(publisher.endpoint)
+    try:
+        time.sleep(0.3)
+        publisher.publish(item(5))
+        assert sub.poll(5000)
+        frames = sub.recv_multipart()
+    finally:
+        sub.close(linger=0)
+        context.term()
+    assert frames[0] == b"tc.all"
+    assert decode_payload(frames[1])["packet_id"] == 5
+
+
+@pytest.mark.parametrize("publisher", [{"sndhwm": 10}], indirect=True)
+def test_a_subscriber_that_never_reads_does_not_block(publisher):
+    context = zmq.Context()
+    stalled = context.socket(zmq.SUB)
+    stalled.setsockopt(zmq.RCVHWM, 10)
+    stalled.setsockopt(zmq.RCVBUF, 4096)
+    stalled.setsockopt(zmq.SUBSCRIBE, b"")
+    stalled.connect(publisher.endpoint)
+    try:
+        with Subscriber(publisher.endpoint) as reader:
+            reader.wait_connected()
+            started = time.monotonic()
+            for i in range(20_000):
+                publisher.publish(item(i))
+            elapsed = time.monotonic() - started
+            # the reader still gets messages: the stalled one costs nothing
+            assert reader.recv(5.0) is not None
+    finally:
+        stalled.close(linger=0)
+        context.term()
+    assert len(publisher.sent) == 20_000
+    assert elapsed < 60  # never blocked (a blocking send would hang here forever)
+
+
+@pytest.mark.parametrize(
+    ("table", "problem"),
+    [
+        ({"bind": "localhost:5556"}, "bind: want a ZeroMQ endpoint"),
+        ({"topics": ["phy", "bogus"]}, "topics[1]: 'bogus' is not one of"),
+        ({"topics": []}, "topics: want at least one"),
+        ({"format": "xml"}, "format: 'xml' is not one of"),
+        ({"sndhwm": 0}, "sndhwm: want >= 1"),
+        ({"hwm": 3}, "hwm: unknown key"),
+    ],
+)
+def test_config_problems_name_the_key(table, problem):
+    with pytest.raises(ConfigProblems) as err:
+        PublisherConfig.from_dict(table)
+    assert any(p.startswith(f"publisher.{problem}") for p in err.value.problems), err.value.problems
+
+
+def test_bind_failure_is_a_config_error(publisher):
+    with pytest.raises(ConfigError, match=r"publisher\.bind: cannot bind"):
+        Publisher(PublisherConfig(bind=publisher.endpoint))
