@@ -15,6 +15,7 @@ manifest's scale and zero-point, which must equal the file's.
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import math
 import re
@@ -51,9 +52,9 @@ INSTALL = (
 RUNTIME_MODULES = ("tflite_runtime.interpreter", "ai_edge_litert.interpreter")
 EDGETPU_CUSTOM_OP = "edgetpu-custom-op"
 EDGETPU_INSTALL = (
-    "install the Edge TPU runtime: apt-get install libedgetpu1-std from Coral's apt repository "
+    "the Edge TPU runtime: apt-get install libedgetpu1-std from Coral's apt repository "
     "(https://coral.ai/software/#debian-packages), built for this TFLite runtime's version "
-    "(see the README, 'Engines')"
+    "(docs/engines.md, 'Edge TPU')"
 )
 _EDGETPU_DEVICE = re.compile(r"^(|:\d+|usb(:\d+)?|pci(:\d+)?)$")
 _TFLITE_IDENTIFIER = b"TFL3"
@@ -152,7 +153,7 @@ def edgetpu_needed_message(path: str | Path) -> str:
     return (
         f"{path}: compiled for the Edge TPU (it holds an '{EDGETPU_CUSTOM_OP}'), which only the "
         f'Edge TPU delegate can run: set device = "edgetpu" in the engine config and '
-        f"{EDGETPU_INSTALL}; or run the bundle's uncompiled .tflite on the CPU"
+        f"install {EDGETPU_INSTALL}; or run the bundle's uncompiled .tflite on the CPU"
     )
 
 
@@ -238,14 +239,16 @@ def load_tflite(bundle: Bundle, config: TfliteConfig) -> TfliteEngine:
     delegates = []
     if config.device == "edgetpu":
         options = {"device": config.edgetpu_device} if config.edgetpu_device else {}
+        which = config.edgetpu_device or "the first one found"
         try:
+            # a missing library is found here: load_delegate's Delegate would fail in __del__
+            ctypes.CDLL(config.delegate_library)
             delegates.append(runtime.load_delegate(config.delegate_library, options))
         except (ValueError, OSError, RuntimeError) as exc:
-            which = config.edgetpu_device or "the first one found"
             raise unavailable(
                 KEY,
                 f"cannot open the Edge TPU ({which}) through {config.delegate_library}: {exc}",
-                f"libedgetpu1-std and attach the Edge TPU; {EDGETPU_INSTALL}",
+                f"{EDGETPU_INSTALL}, and attach the Edge TPU",
             ) from exc
     kwargs: dict[str, Any] = {"model_content": data}
     if config.threads:
