@@ -1,0 +1,102 @@
+"""The live synthetic source: deterministic, contiguous, packets where it says, config errors."""
+
+import numpy as np
+import pytest
+
+from edge_daemon.sources.base import NullEvents, SourceConfigError, source_config_from_dict
+from edge_daemon.sources.synthetic import (
+    SyntheticSource,
+    SyntheticSourceConfig,
+)
+from edge_daemon.synth.stream import NOISE_POWER
+
+
+def _read(source, n_chunks):
+    chunks = []
+    while len(chunks) < n_chunks:
+        chunk = source.read(1.0)
+        if chunk is not None:
+            chunks.append(chunk)
+    return chunks
+
+
+def _open(**kwargs):
+    source = SyntheticSource(SyntheticSourceConfig(pace="fast", **kwargs), NullEvents())
+    source.open()
+    return source
+
+
+def test_same_seed_same_samples_other_seed_other_samples():
+    a = np.concatenate([c.samples for c in _read(_open(seed=3), 4)])
+    b = np.concatenate([c.samples for c in _read(_open(seed=3), 4)])
+    c = np.concatenate([c.samples for c in _read(_open(seed=4), 4)])
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_chunks_are_contiguous_complex64_at_20msps():
+    source = _open(chunk_samples=5000)
+    assert source.sample_rate_hz == 20e6
+    chunks = _read(source, 20)
+    assert [c.first_sample_index for c in chunks] == [5000 * i for i in range(20)]
+    assert all(c.samples.dtype == np.complex64 and c.samples.shape == (5000,) for c in chunks)
+    assert not any(c.discontinuity for c in chunks)
+
+
+def test_generated_packets_stand_out_of_the_noise():
+    source = _open(seed=1, snr_db=(20.0, 25.0), chunk_samples=1 << 16)
+    x = np.concatenate([c.samples for c in _read(source, 31)])  # ~0.1 s
+    packets = [p for p in source.packets if p.start + p.count <= x.size]
+    assert len(packets) >= 10 and source.packets_generated >= len(packets)
+    busy = np.zeros(x.size, bool)
+    for p in packets:
+        busy[p.start : p.start + p.count] = True
+        assert {"edge_tc:phy", "edge_tc:frame", "edge_tc:app"} <= set(p.annotation)
+    # 20-25 dB above the noise inside packets; the noise floor between them (up to the end of
+    # the last finished packet: a packet still being sent at the end is not in `packets`)
+    end = max(p.start + p.count for p in packets)
+    assert np.mean(np.abs(x[busy]) ** 2) > 30 * NOISE_POWER
+    idle_power = np.mean(np.abs(x[:end][~busy[:end]]) ** 2)
+    assert 0.8 * NOISE_POWER < idle_power < 1.25 * NOISE_POWER
+
+
+def test_duration_ends_the_stream():
+    source = _open(duration_s=0.01, chunk_samples=30_000)
+    chunks = []
+    for _ in range(100):
+        chunk = source.read(1.0)
+        if chunk is None and source.finished:
+            break
+        if chunk is not None:
+            chunks.append(chunk)
+    assert sum(c.samples.size for c in chunks) == 200_000
+    assert chunks[-1].samples.size == 200_000 - 6 * 30_000
+    assert source.read(0.0) is None and source.finished
+
+
+def test_realtime_pace_holds_back_a_block_that_is_not_due():
+    # A 16384-sample block is due 0.8 ms after the clock starts: a zero timeout gets None.
+    source = SyntheticSource(SyntheticSourceConfig(), NullEvents())
+    source.open()
+    assert source.read(0.0) is None
+    assert source.read(1.0) is not None
+
+
+def test_config_problems_name_their_keys():
+    with pytest.raises(SourceConfigError) as err:
+        source_config_from_dict(
+            {
+                "type": "synthetic",
+                "traffic_scale": 0,
+                "snr_db": [30, 5],
+                "apps": ["skype"],
+                "duration_s": -1.0,
+                "chunk_samples": 1 << 30,
+            }
+        )
+    text = str(err.value)
+    for key in ("traffic_scale", "snr_db", "apps", "duration_s", "chunk_samples"):
+        assert f"source.{key}: want" in text
+    config = source_config_from_dict({"type": "synthetic", "snr_db": [10, 20], "seed": 5})
+    assert isinstance(config, SyntheticSourceConfig) and config.snr_db == (10, 20)
+    assert config.stream_config().snr_db == (10.0, 20.0)
