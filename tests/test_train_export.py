@@ -251,3 +251,38 @@ def test_tensorrt_plan_on_gpu(bundle, trained, tmp_path):
     ref = ex.torch_probabilities(model, packets.x[:64], TASK_NAMES)
     got = ex.run_tensorrt(plan, packets.x[:64], TASK_NAMES, batch=16)
     assert min(ex.top1_agreement(ref, got).values()) >= 0.99
+
+
+def test_equalize_heads_keeps_the_function_and_tames_a_starved_unit(trained):
+    """A head BN over a rarely firing unit (tiny running variance) would fold a column far larger
+    than the rest into the next Linear; equalization folds the BN away and balances the ranges
+    without changing what the model computes, and the TFLite INT8 export then agrees."""
+    _, _, _, model, packets = trained
+    starved = SPEC.build()
+    starved.load_state_dict(model.state_dict())
+    starved.eval()
+    bn = starved.heads["frame"][3]
+    assert isinstance(bn, torch.nn.BatchNorm1d)
+    with torch.no_grad():
+        bn.running_var[0] = 1e-7  # scale ~ 3000x the others
+    eq = ex.equalize_heads(starved, TASK_NAMES)
+    assert eq is not starved and isinstance(starved.heads["frame"][3], torch.nn.BatchNorm1d)
+    assert not any(isinstance(m, torch.nn.BatchNorm1d) for h in eq.heads.values() for m in h)
+    x = torch.from_numpy(packets.x[:64])
+    with torch.no_grad():
+        a, b = starved(x), eq(x)
+    for t in TASK_NAMES:
+        np.testing.assert_allclose(b[t].numpy(), a[t].numpy(), rtol=1e-3, atol=1e-3)
+    nxt = eq.heads["frame"][5].weight.detach().abs()
+    col = nxt.amax(dim=0)
+    assert float(col.max() / col.median()) < 50
+    # the lowered graph of the equalized model is the same function too
+    probs = ex.run_tflite(ex.tflite_float_model(eq, TASK_NAMES), packets.x[:8], TASK_NAMES)
+    ref = ex.torch_probabilities(starved, packets.x[:8], TASK_NAMES)
+    for t in TASK_NAMES:
+        np.testing.assert_allclose(probs[t], ref[t], atol=1e-4)
+
+
+def test_equalize_heads_leaves_other_models_alone():
+    resnet = ModelSpec("resnet", {"classes": 3, "length": 864}).build()
+    assert ex.equalize_heads(resnet, ["phy"]) is resnet

@@ -22,6 +22,8 @@ accuracy and top-1 agreement with PyTorch, refuses an export whose agreement is 
 
 from __future__ import annotations
 
+import copy
+import itertools
 import json
 import shutil
 import tempfile
@@ -481,6 +483,54 @@ def _heads(model: nn.Module, tasks: Sequence[str]) -> tuple[ConvTrunk1d, dict[st
     return trunk, heads
 
 
+def equalize_heads(model: nn.Module, tasks: Sequence[str]) -> nn.Module:
+    """An eval-mode copy of `model` whose dense heads quantize well; the same function in float.
+
+    Each head BatchNorm (after a ReLU) folds into the next Linear and becomes an Identity; then
+    cross-layer equalization (Nagel et al., "Data-Free Quantization", 2019) rescales every
+    hidden unit k by s_k = sqrt(r1_k / r2_k) (r1: its row of the Linear before the ReLU, r2: its
+    column of the Linear after): ReLU(z / s) * s = ReLU(z), so the function is unchanged while
+    the two weight ranges meet in the middle. Without it, a BatchNorm over a rarely firing unit
+    (tiny running variance; DTP starves easy tasks' heads into those) folds a column 100x larger
+    than the rest into the next layer, and per-tensor INT8 weights round everything else away.
+    Models other than ConvTrunk1d + DenseHead come back unchanged (not copied).
+    """
+    try:
+        _, heads = _heads(model, tasks)
+    except ValueError:
+        return model
+    model = copy.deepcopy(model).eval()
+    _, heads = _heads(model, tasks)
+    with torch.no_grad():
+        for head in heads.values():
+            layers = list(head)
+            linears = [i for i, m in enumerate(layers) if isinstance(m, nn.Linear)]
+            for before, after in itertools.pairwise(linears):
+                between = layers[before + 1 : after]
+                relu = any(isinstance(m, nn.ReLU) for m in between)
+                for i, m in enumerate(between, start=before + 1):
+                    if isinstance(m, nn.BatchNorm1d):
+                        a, c = (torch.from_numpy(v).float() for v in _bn_affine(m))
+                        nxt = layers[after]
+                        assert isinstance(nxt, nn.Linear) and nxt.bias is not None
+                        nxt.bias.add_(nxt.weight @ c)
+                        nxt.weight.mul_(a[None, :])
+                        head[i] = nn.Identity()
+                if not relu:
+                    continue
+                first, second = layers[before], layers[after]
+                assert isinstance(first, nn.Linear) and isinstance(second, nn.Linear)
+                r1 = first.weight.abs().amax(dim=1)
+                r2 = second.weight.abs().amax(dim=0)
+                ok = (r1 > 0) & (r2 > 0)
+                scale = torch.where(ok, torch.sqrt(r1 / r2.clamp_min(1e-30)), torch.ones_like(r1))
+                first.weight.div_(scale[:, None])
+                if first.bias is not None:
+                    first.bias.div_(scale)
+                second.weight.mul_(scale[None, :])
+    return model
+
+
 def tflite_float_model(model: nn.Module, tasks: Sequence[str]) -> bytes:
     """The model as a float32 TFLite graph of Edge-TPU-mappable ops, batch 1, NHWC input.
 
@@ -565,7 +615,8 @@ def tflite_float_model(model: nn.Module, tasks: Sequence[str]) -> bytes:
 
     outputs = []
     for task in tasks:
-        layers = [m for m in heads[task] if not isinstance(m, nn.Flatten | nn.Dropout)]
+        skip = nn.Flatten | nn.Dropout | nn.Identity
+        layers = [m for m in heads[task] if not isinstance(m, skip)]
         x, first = flat, True
         in_scale: np.ndarray | None = None
         in_shift: np.ndarray | None = pending_shift
@@ -897,8 +948,8 @@ def export_bundle(
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         entries = _export_all(
-            model, tasks, formats, staging, calib, heldout, reference, required,
-            onnx_opset, tensorrt_batches,
+            equalize_heads(model, tasks), tasks, formats, staging, calib, heldout, reference,
+            required, onnx_opset, tensorrt_batches,
         )  # fmt: skip
         manifest = {
             "format": bundle_mod.BUNDLE_FORMAT,
