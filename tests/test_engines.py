@@ -347,8 +347,11 @@ def test_wrong_input_length_in_the_manifest(tiny_bundle, tmp_path):
         _entry(m, "model_fp32.onnx")["input"]["shape"] = ["batch", 2, 2048]
 
     _edit_manifest(directory, edit)
-    with pytest.raises(ModelError, match=r"model_fp32\.onnx: input 'iq' has shape .*2048.*: "
-                       r"input length 2048, the task schema's is 3000"):  # fmt: skip
+    with pytest.raises(
+        ModelError,
+        match=r"model_fp32\.onnx: input 'iq' has shape .*2048.*: "
+        r"input length 2048, the task schema's is 3000",
+    ):
         load(directory, {"type": "onnxruntime"})
 
 
@@ -358,8 +361,11 @@ def test_output_classes_not_the_task_schema(tiny_bundle, tmp_path):
     classes = {t: TASK_BY_NAME[t].num_classes for t in TASK_NAMES} | {"phy": 4}
     _dense_onnx(directory / "model_fp32.onnx", "iq", ["batch", 2, 3000], classes)
     _edit_manifest(directory, lambda m: None)
-    with pytest.raises(ModelError, match=r"model_fp32\.onnx: output of task 'phy' 'phy' is "
-                       r"float32 \['batch', 4\] in the file, the manifest says"):  # fmt: skip
+    with pytest.raises(
+        ModelError,
+        match=r"model_fp32\.onnx: output of task 'phy' 'phy' is "
+        r"float32 \['batch', 4\] in the file, the manifest says",
+    ):
         load(directory, {"type": "onnxruntime"})
 
 
