@@ -1,0 +1,275 @@
+"""The ZeroMQ source against real PUB/PUSH sockets on 127.0.0.1 (and ipc in tmp_path)."""
+
+import struct
+
+import numpy as np
+import pytest
+import zmq
+
+from edge_daemon.iq import formats
+from edge_daemon.sources.base import NullEvents, SourceConfigError, source_config_from_dict
+from edge_daemon.sources.zmq import (
+    TagHeaderError,
+    ZmqSource,
+    ZmqSourceConfig,
+    parse_tag_header,
+    pmt_end,
+)
+
+WARMUP = np.zeros(1, np.complex64).tobytes()  # one zero sample: "are you there?"
+
+
+def _iq(n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (0.3 * (rng.standard_normal(n) + 1j * rng.standard_normal(n))).astype(np.complex64)
+
+
+# -- gr-zeromq's pass_tags header, written as tag_headers.cc and pmt_serialize.cc do ----------
+def _symbol(text: str) -> bytes:
+    return b"\x02" + struct.pack(">H", len(text)) + text.encode()
+
+
+def _double(value: float) -> bytes:
+    return b"\x04" + struct.pack(">d", value)
+
+
+def _long(value: int) -> bytes:
+    return b"\x03" + struct.pack(">i", value)
+
+
+def _f32vector(values) -> bytes:
+    data = np.asarray(values, ">f4").tobytes()
+    return b"\x0a\x08" + struct.pack(">I", len(values)) + b"\x01\x00" + data
+
+
+def _pair(car: bytes, cdr: bytes) -> bytes:
+    return b"\x07" + car + cdr
+
+
+def _tag_header(offset: int, tags=()) -> bytes:
+    out = struct.pack("=HBQQ", 0x5FF0, 1, offset, len(tags))
+    for tag_offset, key, value, srcid in tags:
+        out += struct.pack("=Q", tag_offset) + key + value + srcid
+    return out
+
+
+@pytest.fixture
+def context():
+    ctx = zmq.Context()
+    yield ctx
+    ctx.destroy(linger=0)
+
+
+def _bind(context, kind=zmq.PUB, address="tcp://127.0.0.1:*"):
+    sock = context.socket(kind)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.bind(address)
+    return sock, sock.getsockopt(zmq.LAST_ENDPOINT).decode()
+
+
+def _open(events=None, **config):
+    source = ZmqSource(ZmqSourceConfig(**config), events or NullEvents())
+    source.open()
+    return source
+
+
+def _sync(source, send, rounds=500):
+    """Send warm-up messages until one comes through (a SUB misses what is sent before it
+    has subscribed); returns the index the next sample will have."""
+    for _ in range(rounds):
+        send()
+        chunk = source.read(0.01)
+        if chunk is not None:
+            while chunk is not None:  # drain the warm-ups still in flight
+                last = chunk.first_sample_index + chunk.samples.size
+                chunk = source.read(0.05)
+            return last
+    raise AssertionError("no warm-up message came through")
+
+
+def _collect(source, n_samples, limit=500):
+    chunks, total = [], 0
+    for _ in range(limit):
+        chunk = source.read(0.05)
+        if chunk is not None:
+            chunks.append(chunk)
+            total += chunk.samples.size
+        if total >= n_samples:
+            return chunks
+    raise AssertionError(f"got {total} of {n_samples} samples")
+
+
+def test_sub_round_trip_is_exact(context):
+    pub, endpoint = _bind(context)
+    source = _open(address=endpoint)
+    start = _sync(source, lambda: pub.send(WARMUP))
+    sent = [_iq(n, seed) for seed, n in enumerate((4096, 1, 10_000, 777))]
+    for x in sent:
+        pub.send(x.tobytes())
+    chunks = _collect(source, sum(x.size for x in sent))
+    source.close()
+    assert [c.samples.size for c in chunks] == [x.size for x in sent]
+    np.testing.assert_array_equal(np.concatenate([c.samples for c in chunks]), np.concatenate(sent))
+    assert [c.first_sample_index for c in chunks] == list(
+        start + np.cumsum([0] + [x.size for x in sent[:-1]])
+    )
+    assert not any(c.discontinuity for c in chunks)
+
+
+def test_pull_bind_on_ipc_reads_ci16(context, tmp_path):
+    address = f"ipc://{tmp_path}/iq.sock"
+    source = _open(address=address, socket="pull", mode="bind", sample_format="ci16")
+    push = context.socket(zmq.PUSH)
+    push.setsockopt(zmq.LINGER, 0)
+    push.connect(address)
+    x = _iq(3000, 1) / 2
+    push.send(formats.encode(x, "ci16_le"))  # PUSH queues until connected: nothing is lost
+    (chunk,) = _collect(source, x.size)
+    assert chunk.first_sample_index == 0
+    np.testing.assert_allclose(chunk.samples, x, atol=1 / 32768)
+    source.close()
+
+
+def test_multipart_key_payload_and_subscribe_prefix(context):
+    pub, endpoint = _bind(context)
+    source = _open(address=endpoint, subscribe="iq")
+    _sync(source, lambda: pub.send_multipart([b"iq", WARMUP]))
+    wanted, other = _iq(500, 2), _iq(300, 3)
+    pub.send_multipart([b"other", other.tobytes()])
+    pub.send_multipart([b"iq", wanted.tobytes()])
+    (chunk,) = _collect(source, wanted.size)
+    np.testing.assert_array_equal(chunk.samples, wanted)
+    assert source.read(0.05) is None  # the other topic was filtered out
+
+
+def test_pass_tags_header_is_skipped_and_its_offset_reveals_drops(context):
+    push, endpoint = _bind(context, zmq.PUSH)
+    events = NullEvents()
+    source = _open(events, address=endpoint, socket="pull", pass_tags=True)
+    a, b, c = _iq(1000, 4), _iq(2000, 5), _iq(500, 6)
+    tags = [
+        (5, _symbol("rx_freq"), _double(2.412e9), _symbol("usrp_source1")),
+        (900, _symbol("burst"), _pair(_long(7), _f32vector([1.0, 2.0])), b"\x01"),
+    ]
+    push.send(_tag_header(10_000, tags) + a.tobytes())
+    push.send(_tag_header(11_000) + b.tobytes())
+    push.send(_tag_header(20_000) + c.tobytes())  # 7000 items the publisher never sent us
+    chunks = _collect(source, 3500)
+    assert [ch.samples.size for ch in chunks] == [1000, 2000, 500]
+    for chunk, x in zip(chunks, (a, b, c), strict=True):
+        np.testing.assert_array_equal(chunk.samples, x)
+    assert [ch.first_sample_index for ch in chunks] == [0, 1000, 3000 + 7000]
+    assert [ch.discontinuity for ch in chunks] == [False, False, True]
+    assert events.overflows == 1 and events.drops == {}
+
+
+def test_every_malformed_kind_is_dropped_counted_and_flags_the_next_chunk(context):
+    push, endpoint = _bind(context, zmq.PUSH)
+    events = NullEvents()
+    source = _open(events, address=endpoint, socket="pull", max_message_bytes=8000)
+    good = _iq(100, 7)
+    bad = good.copy()
+    bad[[3, 50]] = [np.nan, np.inf + 0j]
+    push.send(good.tobytes())
+    push.send(good.tobytes() + b"\x01\x02\x03")  # 803 bytes: odd
+    push.send(good.tobytes())
+    push.send(_iq(1001, 8).tobytes())  # 8008 bytes > max_message_bytes
+    push.send(good.tobytes())
+    push.send(bad.tobytes())  # two non-finite samples, zeroed
+    chunks = _collect(source, 400)
+    assert events.drops == {"odd_bytes": 100, "oversized": 1001, "nonfinite": 2}
+    assert [c.first_sample_index for c in chunks] == [0, 200, 1301, 1401]
+    assert [c.discontinuity for c in chunks] == [False, True, True, False]
+    expected = good.copy()
+    expected[[3, 50]] = 0
+    np.testing.assert_array_equal(chunks[-1].samples, expected)
+    assert source.messages == 6
+
+
+def test_bad_tag_headers_are_dropped_and_counted(context):
+    push, endpoint = _bind(context, zmq.PUSH)
+    events = NullEvents()
+    source = _open(events, address=endpoint, socket="pull", pass_tags=True)
+    x = _iq(64, 9)
+    push.send(x.tobytes())  # no header at all
+    push.send(_tag_header(0, [(1, b"\x7f", b"", b"")]) + x.tobytes())  # unknown PMT tag
+    push.send(_tag_header(0)[:10])  # truncated
+    push.send(_tag_header(0) + x.tobytes())
+    (chunk,) = _collect(source, 64)
+    np.testing.assert_array_equal(chunk.samples, x)
+    assert chunk.discontinuity
+    assert events.drops == {"bad_tag_header": 64 + (19 + 9 + 512) // 8 + 1}
+
+
+def test_publisher_restart_on_the_same_port_reconnects_and_is_counted(context):
+    pub, endpoint = _bind(context)
+    events = NullEvents()
+    source = _open(events, address=endpoint, reconnect_ivl_ms=20)
+    _sync(source, lambda: pub.send(WARMUP))
+    pub.close(linger=0)
+    for _ in range(20):  # let the source see the peer go
+        source.read(0.01)
+    pub, _ = _bind(context, address=endpoint)
+    _sync(source, lambda: pub.send(WARMUP))
+    x = _iq(2000, 10)
+    pub.send(x.tobytes())
+    (chunk,) = _collect(source, x.size)
+    np.testing.assert_array_equal(chunk.samples, x)
+    assert events.reconnects == 1
+    source.close()
+
+
+def test_discontinuity_after_a_reconnect(context):
+    push, endpoint = _bind(context, zmq.PUSH)
+    events = NullEvents()
+    source = _open(events, address=endpoint, socket="pull", reconnect_ivl_ms=20)
+    push.send(_iq(10, 0).tobytes())
+    (first,) = _collect(source, 10)
+    push.close(linger=0)
+    for _ in range(20):
+        source.read(0.01)
+    push, _ = _bind(context, zmq.PUSH, address=endpoint)
+    push.send(_iq(10, 1).tobytes())
+    (second,) = _collect(source, 10)
+    assert not first.discontinuity and second.discontinuity
+    assert second.first_sample_index == 10 and events.reconnects == 1
+
+
+def test_read_returns_none_on_timeout_and_close_is_idempotent(context):
+    _, endpoint = _bind(context)
+    source = _open(address=endpoint)
+    assert source.read(0.02) is None
+    source.close()
+    source.close()
+
+
+def test_pmt_end_and_header_parser():
+    symbol = _symbol("abc")
+    assert pmt_end(symbol, 0) == len(symbol)
+    nested = _pair(_symbol("k"), _pair(_long(1), b"\x06"))
+    assert pmt_end(nested + b"rest", 0) == len(nested)
+    assert parse_tag_header(_tag_header(42) + b"samples") == (42, 19)
+    with pytest.raises(TagHeaderError, match="magic"):
+        parse_tag_header(struct.pack("=HBQQ", 0x1234, 1, 0, 0))
+    with pytest.raises(TagHeaderError, match="truncated"):
+        parse_tag_header(_tag_header(0, [(0, _symbol("long key"), b"", b"")])[:-3])
+
+
+def test_config_problems_name_their_keys():
+    with pytest.raises(SourceConfigError) as err:
+        source_config_from_dict(
+            {
+                "type": "zmq",
+                "address": "127.0.0.1:5555",
+                "socket": "pull",
+                "subscribe": "x",
+                "sample_format": "cf64",
+                "sample_rate_hz": 0,
+                "rcvhwm": -1,
+            }
+        )
+    text = str(err.value)
+    for key in ("address", "sample_format", "subscribe", "sample_rate_hz", "rcvhwm"):
+        assert f"source.{key}:" in text
+    config = source_config_from_dict({"type": "zmq", "sample_format": "ci8", "pass_tags": True})
+    assert isinstance(config, ZmqSourceConfig) and config.format_name == "ci8"
