@@ -141,7 +141,7 @@ def load_onnxruntime(bundle: Bundle, config: OnnxRuntimeConfig) -> OnnxRuntimeEn
                 f"{where}: no output {spec.name!r} for task {task!r}; it has {sorted(outputs)}"
             )
         check_tensor(
-            where, f"output of task {task!r}", spec, found.shape, _ORT_TYPES.get(found.type, "?")
+            where, f"task {task!r} output", spec, found.shape, _ORT_TYPES.get(found.type, "?")
         )
     max_batch, fixed = batch_limits(model.input, config.max_batch)
     spec_in = InputSpec(

@@ -611,7 +611,7 @@ def _check_io(adapter: TrtAdapter, model: BundleModel) -> int:
             raise ModelError(
                 f"{where}: no output {spec.name!r} for task {task!r}; it has {sorted(outputs)}"
             )
-        check_tensor(where, f"output of task {task!r}", spec, found.shape, found.dtype.name)
+        check_tensor(where, f"task {task!r} output", spec, found.shape, found.dtype.name)
     lo, _, hi = adapter.profile_shape(model.input.name)
     if lo[0] != 1 or tuple(hi[1:]) != tuple(inputs[0].shape[1:]):
         raise ModelError(

@@ -281,7 +281,7 @@ def load_tflite(bundle: Bundle, config: TfliteConfig) -> TfliteEngine:
             raise ModelError(
                 f"{where}: no output {spec.name!r} for task {task!r}; it has {sorted(outputs)}"
             )
-        _check_detail(where, f"output of task {task!r}", spec, found)
+        _check_detail(where, f"task {task!r} output", spec, found)
         indices[task] = int(found["index"])
     max_batch, fixed = batch_limits(model.input, 1)
     spec_in = InputSpec(

@@ -363,7 +363,7 @@ def test_output_classes_not_the_task_schema(tiny_bundle, tmp_path):
     _edit_manifest(directory, lambda m: None)
     with pytest.raises(
         ModelError,
-        match=r"model_fp32\.onnx: output of task 'phy' 'phy' is "
+        match=r"model_fp32\.onnx: task 'phy' output 'phy' is "
         r"float32 \['batch', 4\] in the file, the manifest says",
     ):
         load(directory, {"type": "onnxruntime"})
@@ -397,7 +397,7 @@ def test_quantization_not_the_manifest_s(tiny_bundle, tmp_path):
         _entry(m, "model_int8.tflite")["outputs"]["frame"]["quantization"]["zero_point"] = 0
 
     _edit_manifest(directory, edit)
-    with pytest.raises(ModelError, match=r"output of task 'frame' 'frame' has scale/zero-point"):
+    with pytest.raises(ModelError, match=r"task 'frame' output 'frame' has scale/zero-point"):
         load(directory, {"type": "tflite"})
 
 
