@@ -1,9 +1,184 @@
-"""`edge-tc run` and `edge-tc check-config` (stub)."""
+"""`edge-tc run` (the daemon, or `--demo`) and `edge-tc check-config`.
+
+    edge-tc run --config /etc/edge-tc/edge-tc.toml [--set batcher.max_batch=16 ...]
+    edge-tc run --demo [--duration 30]     # synthetic channel, models/default, CPU, live table
+    edge-tc check-config FILE              # OK, or every problem with its key path (exit 2)
+
+Exit codes: 0 after a clean stop (SIGTERM/SIGINT, --duration, the end of a recording), 2 for a
+bad config or a missing bundle, 1 when the daemon fails while running.
+"""
 
 from __future__ import annotations
 
 import argparse
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import edge_daemon
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_CONFIG = 2
+REFRESH_S = 0.5
+
+
+def default_bundle() -> Path:
+    """The bundle the package ships: `<repo or install root>/models/default`."""
+    return Path(edge_daemon.__file__).resolve().parents[1] / "models" / "default"
+
+
+def demo_table(bundle: Path) -> dict[str, Any]:
+    """The `--demo` config: the live generator at real-time pace, the bundle on CPU."""
+    return {
+        "source": {"type": "synthetic", "pace": "realtime"},
+        "bundle": str(bundle),
+        "engine": {"type": "onnxruntime", "precision": "fp32", "device": "cpu"},
+    }
 
 
 def add_run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register `edge-tc run` and `edge-tc check-config` (filled in by the daemon issue)."""
+    """Register `edge-tc run` and `edge-tc check-config`."""
+    run = sub.add_parser(
+        "run", help="run the classification daemon", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    what = run.add_mutually_exclusive_group(required=True)
+    what.add_argument("--config", metavar="FILE", help="TOML config (deploy/edge-tc.example.toml)")
+    what.add_argument(
+        "--demo", action="store_true",
+        help="synthetic source, the shipped bundle (models/default) on CPU, live table",
+    )  # fmt: skip
+    _add_overrides(run)
+    run.add_argument("--bundle", metavar="DIR", help="model bundle (overrides `bundle`)")
+    run.add_argument("--engine", metavar="TYPE", help="engine backend (overrides `engine.type`)")
+    run.add_argument("--duration", type=float, metavar="S", help="stop cleanly after S seconds")
+    run.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    run.set_defaults(func=cmd_run)
+
+    check = sub.add_parser("check-config", help="validate a daemon config file")
+    check.add_argument("file", help="TOML config")
+    _add_overrides(check)
+    check.set_defaults(func=cmd_check_config)
+
+
+def _add_overrides(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+        help="override a config key; VALUE is TOML (3, true, \"x\", [1, 2]) or a bare string",
+    )  # fmt: skip
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    out = list(args.overrides)
+    if getattr(args, "bundle", None):
+        out.append(f"bundle={args.bundle}")
+    if getattr(args, "engine", None):
+        out.append(f"engine.type={args.engine}")
+    if getattr(args, "log_level", None):
+        out.append(f"log_level={args.log_level}")
+    return out
+
+
+def _report(problems: list[str], file: str) -> int:
+    print(f"{file}: {len(problems)} problem(s)", file=sys.stderr)
+    for problem in problems:
+        print(f"  {problem}", file=sys.stderr)
+    return EXIT_BAD_CONFIG
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    """Print OK, or every problem with its key path and exit 2."""
+    from edge_daemon.config import file_problems, load_config
+    from edge_daemon.typed_config import ConfigProblems
+
+    try:
+        config = load_config(args.file, _overrides(args))
+    except ConfigProblems as exc:
+        return _report(exc.problems, args.file)
+    problems = file_problems(config)
+    if problems:
+        return _report(problems, args.file)
+    print(f"{args.file}: OK")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Load, validate, run until a signal, --duration or the end of the source; drain; exit."""
+    from edge_daemon.config import file_problems, load_config
+    from edge_daemon.logs import get_logger, setup_logging
+    from edge_daemon.pipeline import Daemon
+    from edge_daemon.typed_config import ConfigProblems
+
+    if args.duration is not None and not args.duration > 0:
+        return _report([f"--duration: want > 0 seconds, got {args.duration}"], "command line")
+    where = args.config or "--demo"
+    try:
+        if args.demo:
+            config = load_config(None, _overrides(args), base=demo_table(default_bundle()))
+        else:
+            config = load_config(args.config, _overrides(args))
+    except ConfigProblems as exc:
+        return _report(exc.problems, where)
+    problems = file_problems(config)
+    if problems and args.demo and not args.bundle:
+        problems = [
+            f"bundle: the default bundle {config.bundle} is missing; export one there "
+            "(edge-tc train export ... --out models/default) or pass --bundle DIR"
+        ]
+    if problems:
+        return _report(problems, where)
+
+    setup_logging(config.log_level)
+    log = get_logger("run")
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        log.info("%s: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    daemon = Daemon(config)
+    try:
+        daemon.start()
+        if args.demo:
+            _run_with_table(daemon, stop, args.duration)
+        else:
+            _wait(daemon, stop, args.duration)
+    finally:
+        daemon.stop()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return EXIT_OK
+
+
+def _wait(daemon: Any, stop: threading.Event, duration: float | None) -> None:
+    """Until a signal, the duration or the end of a finite source."""
+    deadline = None if duration is None else time.monotonic() + duration
+    while not stop.is_set() and not daemon.source_done.is_set():
+        left = REFRESH_S if deadline is None else min(REFRESH_S, deadline - time.monotonic())
+        if left <= 0:
+            return
+        stop.wait(left)
+
+
+def _run_with_table(daemon: Any, stop: threading.Event, duration: float | None) -> None:
+    from rich.live import Live
+
+    from edge_daemon.demo import DemoTable
+
+    table = DemoTable(daemon)
+    with Live(table.render(), refresh_per_second=4, transient=False) as live:
+        deadline = None if duration is None else time.monotonic() + duration
+        while not stop.is_set() and not daemon.source_done.is_set():
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            stop.wait(REFRESH_S)
+            live.update(table.render())
+        live.update(table.render())
+
+
+__all__ = ["add_run_parser", "cmd_check_config", "cmd_run", "default_bundle", "demo_table"]

@@ -1,0 +1,247 @@
+"""The daemon's configuration: one TOML file, validated up front, every problem at once.
+
+Sections (each documented key by key in `deploy/edge-tc.example.toml`)::
+
+    bundle = "models/default"      # relative paths are relative to the config file
+    [source]     type = "zmq" | "soapysdr" | "sigmf" | "synthetic", then that source's keys
+    [assembler]  packet detector settings (`AssemblerConfig`, less the sample rate: the source's)
+    [engine]     type = "onnxruntime" | "tflite" | "tensorrt", then that engine's keys
+    [batcher]    max_batch, max_queue_delay_ms, queue_size, drop_policy
+    [publisher]  bind, format, topics, sndhwm
+    [metrics]    enabled, addr, port
+    [power]      which power meter (auto-detected by default)
+
+`load_config(path, overrides)` reads the file, applies `--set key.path=value` overrides (values
+parsed as TOML, bare words taken as strings) and raises `ConfigProblems` listing each problem as
+'key.path: message': unknown keys, wrong types, missing keys and impossible values, in every
+section, together.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from edge_daemon.assembler import AssemblerConfig
+from edge_daemon.batcher import BatcherConfig
+from edge_daemon.bundle import MANIFEST_NAME
+from edge_daemon.errors import ConfigError
+from edge_daemon.metrics import MetricsConfig
+from edge_daemon.power import PowerConfig
+from edge_daemon.publisher import PublisherConfig
+from edge_daemon.sources.base import SourceConfig, source_config_from_dict
+from edge_daemon.typed_config import ConfigProblems, TypedConfig
+from engines.base import EngineConfig, config_from_dict
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _default_engine() -> EngineConfig:
+    return config_from_dict({"type": "onnxruntime"})
+
+
+_ASSEMBLER_KEYS = tuple(
+    f.name for f in dataclasses.fields(AssemblerConfig) if f.name != "sample_rate_hz"
+)
+
+
+def _assembler_table_class() -> type[TypedConfig]:
+    """A TypedConfig with AssemblerConfig's fields (less the sample rate), so the `[assembler]`
+    table is type-checked key by key; AssemblerConfig's own checks then find impossible values."""
+    specs = [
+        (f.name, f.type, field(default=f.default))
+        for f in dataclasses.fields(AssemblerConfig)
+        if f.name in _ASSEMBLER_KEYS
+    ]
+    return dataclasses.make_dataclass(
+        "AssemblerTable",
+        specs,
+        bases=(TypedConfig,),
+        frozen=True,
+        namespace={"section": "assembler"},
+    )
+
+
+_AssemblerTable = _assembler_table_class()
+
+
+def assembler_config_from_dict(data: Any, path: str = "assembler") -> AssemblerConfig:
+    """The `[assembler]` table as an AssemblerConfig; ConfigProblems names each bad key."""
+    table = _AssemblerTable.from_dict(data, path)
+    values = {k: getattr(table, k) for k in _ASSEMBLER_KEYS}
+    try:
+        return AssemblerConfig(**values)
+    except ConfigError as exc:  # "assembler.<key>: why": the first impossible value
+        raise ConfigProblems([str(exc).replace("assembler.", f"{path}.", 1)]) from None
+
+
+@dataclass(frozen=True)
+class DaemonConfig(TypedConfig):
+    """The whole daemon config; see the module docstring. `source` is required."""
+
+    source: SourceConfig | None = None
+    assembler: AssemblerConfig = field(default_factory=AssemblerConfig)
+    engine: EngineConfig = field(default_factory=_default_engine)
+    bundle: str = ""
+    batcher: BatcherConfig = field(default_factory=BatcherConfig)
+    publisher: PublisherConfig = field(default_factory=PublisherConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    power: PowerConfig = field(default_factory=PowerConfig)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    drain_timeout_s: float = 2.0
+    engine_reload_after_failures: int = 3
+    source_reopen_max_s: float = 5.0
+
+    def problems(self) -> list[tuple[str, str]]:
+        out = []
+        if not 0 <= self.drain_timeout_s <= 60:
+            out.append(("drain_timeout_s", f"want 0..60 s, got {self.drain_timeout_s}"))
+        if self.engine_reload_after_failures < 1:
+            out.append(
+                (
+                    "engine_reload_after_failures",
+                    f"want >= 1, got {self.engine_reload_after_failures}",
+                )
+            )
+        if not 0 < self.source_reopen_max_s <= 600:
+            out.append(("source_reopen_max_s", f"want 0..600 s, got {self.source_reopen_max_s}"))
+        return out
+
+    @classmethod
+    def _collect(cls, data: Any, path: str) -> tuple[list[str], Any]:
+        """Sections chosen by their `type` key (source, engine) and the assembler are validated
+        by their own parsers; the rest by the TypedConfig rules. Every problem is kept."""
+        if not isinstance(data, Mapping):
+            return [f"{path or 'config'}: want a table, got {type(data).__name__}"], None
+        rest = dict(data)
+        problems: list[str] = []
+        parsed: dict[str, Any] = {}
+        parsers = {
+            "source": source_config_from_dict,
+            "engine": config_from_dict,
+            "assembler": assembler_config_from_dict,
+        }
+        for key, parse in parsers.items():
+            if key in rest:
+                try:
+                    parsed[key] = parse(rest.pop(key), key)
+                except ConfigProblems as exc:
+                    problems += exc.problems
+        if "source" not in data:
+            problems.append("source: missing (a [source] table with a type)")
+        # Top-level values are checked apart from the sub-tables too, so that an impossible
+        # top-level value is reported even when a sub-table has problems of its own.
+        scalars = {k: v for k, v in rest.items() if not isinstance(v, Mapping)}
+        scalar_problems = super()._collect(scalars, path)[0]
+        base_problems, config = super()._collect(rest, path)
+        problems += scalar_problems + [p for p in base_problems if p not in scalar_problems]
+        if problems or config is None:
+            return problems, None
+        return [], dataclasses.replace(config, **parsed)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        assembler = {k: getattr(self.assembler, k) for k in _ASSEMBLER_KEYS}
+        out["assembler"] = {k: v for k, v in assembler.items() if v is not None}
+        return out
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """`a.b.c=value` -> (["a", "b", "c"], value): the value as TOML (`3`, `true`, `"x"`,
+    `[1, 2]`), or the bare text as a string when it is not TOML (`--set bundle=models/x`)."""
+    key, sep, raw = item.partition("=")
+    keys = [k.strip() for k in key.split(".")]
+    if not sep or not all(keys):
+        raise ConfigProblems([f"--set {item!r}: want KEY.PATH=VALUE"])
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return keys, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """A copy of the raw table with each `--set` override applied (later ones win)."""
+    out = _deep_copy(data)
+    for item in overrides:
+        keys, value = parse_override(item)
+        table = out
+        for depth, key in enumerate(keys[:-1]):
+            nxt = table.setdefault(key, {})
+            if not isinstance(nxt, dict):
+                where = ".".join(keys[: depth + 1])
+                raise ConfigProblems([f"--set {item!r}: {where} is not a table"])
+            table = nxt
+        if keys[-1] == "type" and table.get("type") not in (None, value):
+            table.clear()  # another backend: the old one's keys do not apply
+        table[keys[-1]] = value
+    return out
+
+
+def _deep_copy(data: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _deep_copy(v) if isinstance(v, Mapping) else v for k, v in data.items()}
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """The TOML file as a table; ConfigProblems (with the parser's line and column) if not TOML."""
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigProblems([f"{path}: no such file"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigProblems([f"{path}: not valid TOML: {exc}"]) from None
+
+
+def load_config(
+    path: str | Path | None, overrides: Sequence[str] = (), base: Mapping[str, Any] | None = None
+) -> DaemonConfig:
+    """Read, override and validate; relative `bundle` paths resolve against the file's folder.
+
+    `base`: the table to start from when there is no file (`run --demo`).
+    """
+    data = read_toml(path) if path is not None else _deep_copy(base or {})
+    data = apply_overrides(data, overrides)
+    config = DaemonConfig.from_dict(data, "")
+    if path is not None and config.bundle and not Path(config.bundle).is_absolute():
+        in_file = "bundle" in read_toml(path) and not any(
+            o.partition("=")[0].strip() == "bundle" for o in overrides
+        )
+        if in_file:
+            config = dataclasses.replace(config, bundle=str(Path(path).parent / config.bundle))
+    return config
+
+
+def file_problems(config: DaemonConfig) -> list[str]:
+    """What the file system says about the config: the bundle must be a bundle directory."""
+    if not config.bundle:
+        return ["bundle: missing (a model bundle directory)"]
+    manifest = Path(config.bundle) / MANIFEST_NAME
+    if not manifest.is_file():
+        return [f"bundle: {config.bundle!r} has no {MANIFEST_NAME} (not a model bundle)"]
+    return []
+
+
+__all__ = [
+    "LOG_LEVELS",
+    "BatcherConfig",
+    "DaemonConfig",
+    "MetricsConfig",
+    "PublisherConfig",
+    "apply_overrides",
+    "assembler_config_from_dict",
+    "file_problems",
+    "load_config",
+    "parse_override",
+    "read_toml",
+]

@@ -1,0 +1,465 @@
+"""The daemon's data path: source -> packet assembler -> dynamic batcher -> engine -> publisher.
+
+Three threads share one stop event, and every loop waits on it (or on a queue) with a timeout:
+
+* source: `source.read` -> `assembler.feed` -> `batcher.put`. Never blocked: a full queue drops
+  by the configured policy (counted `dropped{reason="queue_full"}`). A SourceError closes the
+  source and re-opens it with back-off (counted `source_reconnects`); a chunk flagged
+  `discontinuity` resets the assembler first.
+* worker: `batcher.next_batch` -> `engine.infer` -> `publisher.publish` per packet, then the
+  metrics (classified, latency per task from the arrival of the packet's last sample to its
+  publication, max_exec violations, labels, batch size, queue depth). An engine exception fails
+  that batch (counted `failed`, logged once per streak with its cause) and the worker goes on;
+  `engine_reload_after_failures` failed batches in a row reload the engine (counted).
+* power (when a meter is readable): reads it every `power.interval_s`; the meter integrates
+  energy, and joules per classified packet follow each reading.
+
+`stop()`: the source stops first; the worker publishes what was accepted until the queue is
+empty or `drain_timeout_s` has passed; what is left is counted `dropped{reason="shutdown"}`.
+At rest, detected = classified + failed + dropped (all reasons).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+from prometheus_client import CollectorRegistry
+
+from edge_daemon.assembler import Packet, PacketAssembler
+from edge_daemon.batcher import DynamicBatcher
+from edge_daemon.config import DaemonConfig
+from edge_daemon.errors import ConfigError, EdgeTcError, SourceError
+from edge_daemon.logs import get_logger
+from edge_daemon.metrics import DaemonMetrics, MetricsServer
+from edge_daemon.power import (
+    NoPowerMeter,
+    PowerMeter,
+    PowerReading,
+    PowerUnavailable,
+    open_power_meter,
+)
+from edge_daemon.publisher import Classified, Publisher
+from edge_daemon.schema import INPUT_LENGTH, TASK_BY_NAME
+from edge_daemon.sources.base import Source, create_source
+from engines.base import Engine, load
+
+POLL_S = 0.1
+"""Longest wait of any loop before it looks at the stop event again."""
+RECENT_LATENCIES = 8192
+"""Latencies kept for live percentiles (`Daemon.recent_latencies`)."""
+
+log = get_logger("daemon")
+
+
+@dataclass(eq=False)
+class QueuedPacket:
+    """A detected packet waiting for the engine, numbered in detection order."""
+
+    packet_id: int
+    packet: Packet
+
+
+class MetricsEvents:
+    """SourceEvents -> metrics, with one log line the first time each kind of loss happens."""
+
+    def __init__(self, metrics: DaemonMetrics, logger: logging.Logger) -> None:
+        self._metrics = metrics
+        self._log = logger
+        self._seen: set[str] = set()
+
+    def dropped(self, reason: str, samples: int) -> None:
+        self._metrics.source_dropped_samples.labels(reason).inc(samples)
+        if reason not in self._seen:
+            self._seen.add(reason)
+            self._log.warning(
+                "source dropped %d samples (%s); further drops are only counted in "
+                "edgetc_source_dropped_samples_total{reason=%r}",
+                samples, reason, reason,
+            )  # fmt: skip
+
+    def overflow(self) -> None:
+        self._metrics.source_overflows.inc()
+        if "overflow" not in self._seen:
+            self._seen.add("overflow")
+            self._log.warning("source overflow: samples lost; counted in edgetc_source_overflows")
+
+    def reconnected(self) -> None:
+        self._metrics.source_reconnects.inc()
+        self._log.info("source reconnected")
+
+
+@dataclass
+class Totals:
+    """Packet counts since start, read by the demo table and tests (the metrics say the same)."""
+
+    detected: int = 0
+    classified: int = 0
+    failed: int = 0
+    dropped: dict[str, int] = field(default_factory=lambda: {"queue_full": 0, "shutdown": 0})
+    engine_failures: int = 0
+    engine_reloads: int = 0
+    source_reconnects: int = 0
+    energy_joules: float | None = None
+
+    @property
+    def accounted(self) -> int:
+        """classified + failed + dropped: equals `detected` once nothing is in flight."""
+        return self.classified + self.failed + sum(self.dropped.values())
+
+
+def packets_to_batch(packets: list[Packet]) -> np.ndarray:
+    """Packets' complex IQ -> the bundle's input, float32 (n, 2, 3000): row 0 I, row 1 Q."""
+    x = np.empty((len(packets), 2, INPUT_LENGTH), np.float32)  # (n, 2, L)
+    for i, p in enumerate(packets):
+        x[i, 0] = p.iq.real
+        x[i, 1] = p.iq.imag
+    return x
+
+
+class Daemon:
+    """The running service. `start()` loads everything (errors raise here), `stop()` drains.
+
+    Tests inject `source`, `engine_factory` and `power_meter`; otherwise they come from the
+    config. `registry`: where the metrics go (a fresh one by default).
+    """
+
+    def __init__(
+        self,
+        config: DaemonConfig,
+        *,
+        registry: CollectorRegistry | None = None,
+        source: Source | None = None,
+        engine_factory: Callable[[], Engine] | None = None,
+        power_meter: PowerMeter | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.metrics = DaemonMetrics(self.registry)
+        self.totals = Totals()
+        self.events = MetricsEvents(self.metrics, get_logger("source"))
+        if source is None:
+            if config.source is None:
+                raise EdgeTcError("no source configured (a [source] table)")
+            source = create_source(config.source, self.events)
+        self.source = source
+        self._engine_factory = engine_factory or (lambda: load(config.bundle, config.engine))
+        self._power_meter = power_meter
+        self._clock = clock
+        self.assembler = PacketAssembler(
+            replace(config.assembler, sample_rate_hz=float(source.sample_rate_hz))
+        )
+        b = config.batcher
+        self.batcher: DynamicBatcher[QueuedPacket] = DynamicBatcher(
+            b.max_batch, b.max_queue_delay_ms / 1e3, b.queue_size, b.drop_policy, clock,
+            on_drop=self._on_queue_drop,
+        )  # fmt: skip
+        self.stop_event = threading.Event()
+        self.source_done = threading.Event()
+        """Set when a finite source (a recording without loop) has given everything."""
+        self.recent_latencies: deque[float] = deque(maxlen=RECENT_LATENCIES)
+        self.power_status: str | None = None
+        """Why there are no power figures (no meter, a failed meter); None while they come."""
+        self.engine: Engine | None = None
+        self.publisher: Publisher | None = None
+        self.metrics_server: MetricsServer | None = None
+        self._threads: list[threading.Thread] = []
+        self._source_thread: threading.Thread | None = None
+        self._meter: PowerMeter | None = None
+        self._next_id = 0
+        self._failure_streak = 0
+        self._started = False
+        self._stopped = False
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Load the engine, bind the publisher and metrics, start the threads."""
+        if self._started:
+            raise EdgeTcError("daemon already started")
+        self._started = True
+        try:
+            self.engine = self._load_engine()
+            self.publisher = Publisher(self.config.publisher, self.metrics.messages_published.inc)
+            m = self.config.metrics
+            if m.enabled:
+                try:
+                    self.metrics_server = MetricsServer(self.registry, m.addr, m.port)
+                except OSError as exc:
+                    raise ConfigError(
+                        f"metrics: cannot listen on {m.addr}:{m.port}: {exc}"
+                    ) from None
+        except BaseException:
+            self._close_outputs()
+            raise
+        info = self.engine.info
+        log.info(
+            "started: source %s at %.0f Hz, engine %s %s on %s (%s), bundle %s, publishing on "
+            "%s%s",
+            self.source.config.type, self.source.sample_rate_hz, info.backend, info.precision,
+            info.device, info.model_file, self.config.bundle or "(given)", self.publisher.endpoint,
+            f", metrics on http://{m.addr}:{self.metrics_server.port}/metrics"
+            if self.metrics_server else ", metrics off",
+        )  # fmt: skip
+        for name, target in (
+            ("edge-tc-source", self._source_loop),
+            ("edge-tc-worker", self._worker_loop),
+        ):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            self._threads.append(thread)
+        self._source_thread = self._threads[0]
+        self._meter = self._open_power()
+        if self._meter is not None:
+            meter = self._meter
+            self._threads.append(
+                threading.Thread(
+                    target=lambda: self._power_loop(meter), name="edge-tc-power", daemon=True
+                )
+            )
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> Totals:
+        """Stop the source, drain the queue within `drain_timeout_s`, close everything."""
+        if self._stopped or not self._started:
+            return self.totals
+        self._stopped = True
+        self.stop_event.set()
+        deadline = time.monotonic() + self.config.drain_timeout_s + 5.0
+        for thread in self._threads:
+            thread.join(timeout=max(0.1, deadline - time.monotonic()))
+            if thread.is_alive():
+                log.error("thread %s did not stop in time", thread.name)
+        if self._meter is not None:
+            self._read_power(self._meter)  # the energy up to the end of the drain
+            self._meter.close()
+        self._close_outputs()
+        t = self.totals
+        log.info(
+            "stopped: detected %d, classified %d, failed %d, dropped %s",
+            t.detected, t.classified, t.failed, t.dropped,
+        )  # fmt: skip
+        return t
+
+    def _close_outputs(self) -> None:
+        if self.publisher is not None:
+            self.publisher.close()
+        if self.engine is not None:
+            self.engine.close()
+        if self.metrics_server is not None:
+            self.metrics_server.close()
+            self.metrics_server = None
+
+    def _load_engine(self) -> Engine:
+        engine = self._engine_factory()
+        engine.warmup(min(self.config.batcher.max_batch, engine.input_spec.max_batch))
+        self.metrics.set_engine_info(engine.info, str(Path(self.config.bundle)))
+        return engine
+
+    # -- source thread --------------------------------------------------------------------------
+    def _on_queue_drop(self, item: QueuedPacket) -> None:
+        self.metrics.dropped.labels("queue_full").inc()
+        self.totals.dropped["queue_full"] += 1
+
+    def _source_loop(self) -> None:
+        source, stop = self.source, self.stop_event
+        backoff, is_open = POLL_S, False
+        try:
+            while not stop.is_set():
+                if not is_open:
+                    try:
+                        source.open()
+                    except SourceError as exc:
+                        log.warning("source unavailable: %s; retrying in %.1f s", exc, backoff)
+                        stop.wait(backoff)
+                        backoff = min(2 * backoff, self.config.source_reopen_max_s)
+                        continue
+                    is_open, backoff = True, POLL_S
+                try:
+                    chunk = source.read(POLL_S)
+                except SourceError as exc:
+                    log.warning("source lost: %s; re-opening", exc)
+                    source.close()
+                    is_open = False
+                    self.assembler.reset()
+                    self.metrics.source_reconnects.inc()
+                    self.totals.source_reconnects += 1
+                    continue
+                if chunk is None:
+                    if source.finished:
+                        self._enqueue(self.assembler.flush())
+                        log.info("source finished: end of the recording")
+                        self.source_done.set()
+                        return
+                    continue
+                if chunk.discontinuity:
+                    self.assembler.reset()
+                packets = self.assembler.feed(
+                    chunk.samples, chunk.first_sample_index, chunk.arrival_time
+                )
+                self._enqueue(packets)
+        except Exception:
+            log.exception("source thread failed; the daemon stops taking packets")
+            self.source_done.set()
+        finally:
+            source.close()
+
+    def _enqueue(self, packets: list[Packet]) -> None:
+        for packet in packets:
+            self.metrics.detected.inc()
+            self.totals.detected += 1
+            self.batcher.put(QueuedPacket(self._next_id, packet))
+            self._next_id += 1
+        self.metrics.queue_depth.set(self.batcher.depth)
+
+    # -- worker thread --------------------------------------------------------------------------
+    def _worker_loop(self) -> None:
+        source_thread = self._source_thread
+        assert source_thread is not None
+        drain_deadline: float | None = None
+        while True:
+            if self.stop_event.is_set() and drain_deadline is None:
+                drain_deadline = time.monotonic() + self.config.drain_timeout_s
+            draining = drain_deadline is not None
+            batch = self.batcher.next_batch(POLL_S, flush=draining)
+            if batch:
+                self._process(batch)
+            self.metrics.queue_depth.set(self.batcher.depth)
+            if drain_deadline is not None:
+                if not batch and not source_thread.is_alive():
+                    break
+                if time.monotonic() > drain_deadline:
+                    break
+        left = self.batcher.drain()
+        if left:
+            log.warning("shutdown: %d queued packets not classified (drain deadline)", len(left))
+            self.metrics.dropped.labels("shutdown").inc(len(left))
+            self.totals.dropped["shutdown"] += len(left)
+        self.metrics.queue_depth.set(0)
+
+    def _process(self, batch: list[QueuedPacket]) -> None:
+        n = len(batch)
+        self.metrics.batch_size.observe(n)
+        x = packets_to_batch([q.packet for q in batch])  # (n, 2, L)
+        try:
+            if self.engine is None:
+                raise EdgeTcError("no engine loaded (the last reload failed)")
+            probs = self.engine.infer(x)
+        except Exception as exc:
+            self._engine_failed(n, exc)
+            return
+        if self._failure_streak:
+            log.info("engine recovered after %d failed batches", self._failure_streak)
+            self._failure_streak = 0
+        self._publish(batch, probs)
+
+    def _publish(self, batch: list[QueuedPacket], probs: dict[str, np.ndarray]) -> None:
+        assert self.publisher is not None
+        m = self.metrics
+        tasks = [TASK_BY_NAME[t] for t in probs]
+        best = {t.name: probs[t.name].argmax(axis=1) for t in tasks}  # (n,) per task
+        for i, q in enumerate(batch):
+            p = q.packet
+            arrival = p.arrival_time if p.arrival_time is not None else self._clock()
+            item = Classified(
+                q.packet_id, p.start_sample, p.end_sample, arrival,
+                {t: v[i] for t, v in probs.items()},
+            )  # fmt: skip
+            latency = self.publisher.publish(item)
+            for task in tasks:
+                m.latency.labels(task.name).observe(latency)
+                if latency > task.max_exec_s:
+                    m.max_exec_violations.labels(task.name).inc()
+                m.labels.labels(task.name, task.classes[int(best[task.name][i])]).inc()
+            self.recent_latencies.append(latency)
+        m.classified.inc(len(batch))
+        self.totals.classified += len(batch)
+
+    def _engine_failed(self, n: int, exc: Exception) -> None:
+        self.metrics.failed.inc(n)
+        self.metrics.engine_failures.inc()
+        self.totals.failed += n
+        self.totals.engine_failures += 1
+        self._failure_streak += 1
+        limit = self.config.engine_reload_after_failures
+        if self._failure_streak == 1:
+            log.error(
+                "engine failed on a batch of %d packets: %s: %s (counted in "
+                "edgetc_packets_failed_total; reload after %d failures in a row)",
+                n, type(exc).__name__, exc, limit,
+            )  # fmt: skip
+        if self._failure_streak % limit == 0:
+            self._reload_engine()
+
+    def _reload_engine(self) -> None:
+        log.warning("reloading the engine after %d failed batches in a row", self._failure_streak)
+        self.metrics.engine_reloads.inc()
+        self.totals.engine_reloads += 1
+        if self.engine is not None:
+            self.engine.close()
+            self.engine = None
+        try:
+            self.engine = self._load_engine()
+        except Exception as exc:
+            log.error("engine reload failed: %s: %s", type(exc).__name__, exc)
+            return
+        log.info("engine reloaded")
+
+    # -- power thread ---------------------------------------------------------------------------
+    def _open_power(self) -> PowerMeter | None:
+        """The meter, or None (no power metrics, and one log line saying why)."""
+        meter = self._power_meter or open_power_meter(self.config.power)
+        if meter.name == NoPowerMeter.name:
+            self.power_status = meter.reason
+            log.info("power: no meter (%s); power metrics absent", meter.reason)
+            meter.close()
+            return None
+        why = f" ({meter.reason})" if meter.reason else ""
+        log.info("power: reading %s every %g s%s", meter.name, self.config.power.interval_s, why)
+        self.metrics.enable_power()
+        return meter
+
+    def _power_loop(self, meter: PowerMeter) -> None:
+        while True:
+            self._read_power(meter)
+            if self.stop_event.wait(self.config.power.interval_s):
+                return
+
+    def _read_power(self, meter: PowerMeter) -> None:
+        """One reading; a meter that stops answering is logged once, then retried."""
+        try:
+            reading = meter.read()
+        except (PowerUnavailable, OSError) as exc:
+            if self.power_status is None:
+                log.warning("power meter %s stopped answering: %s", meter.name, exc)
+            self.power_status = f"{meter.name} stopped answering: {exc}"
+            return
+        if self.power_status is not None:
+            log.info("power meter %s answers again", meter.name)
+            self.power_status = None
+        self._on_power(reading)
+
+    def _on_power(self, reading: PowerReading) -> None:
+        """A meter reading -> power gauge, energy counter, joules per classified packet."""
+        m = self.metrics
+        assert m.power_watts is not None and m.energy_joules is not None
+        assert m.joules_per_sample is not None
+        if reading.watts is not None:
+            m.power_watts.set(reading.watts)
+        if reading.joules_total is None:
+            return
+        before = self.totals.energy_joules or 0.0
+        if reading.joules_total > before:
+            m.energy_joules.inc(reading.joules_total - before)
+        self.totals.energy_joules = reading.joules_total
+        if self.totals.classified:
+            m.joules_per_sample.set(reading.joules_total / self.totals.classified)
+
+
+__all__ = ["POLL_S", "Daemon", "MetricsEvents", "QueuedPacket", "Totals", "packets_to_batch"]

@@ -1,0 +1,165 @@
+"""End to end: a SigMF stream from `edge-tc synth stream`, fed over a real ZeroMQ socket at
+real-time pace (as GNU Radio's zeromq.pub_sink with pass_tags would), comes out of the daemon as
+classifications on a real SUB socket.
+
+Checked against the same engine run offline on the assembler's packets of the same recording:
+per-task accuracy within 2 points, and every annotated packet classified, dropped and counted,
+or missed by the detector.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+import time
+
+import numpy as np
+import pytest
+import zmq
+
+from edge_daemon.assembler import AssemblerConfig, PacketAssembler
+from edge_daemon.cli import main
+from edge_daemon.config import DaemonConfig
+from edge_daemon.inspect import default_tolerance_samples, match_intervals
+from edge_daemon.iq.sigmf_io import Recording, open_recording
+from edge_daemon.pipeline import Daemon, packets_to_batch
+from edge_daemon.publisher import Subscriber
+from edge_daemon.schema import TASKS
+from engines.base import load
+
+pytestmark = pytest.mark.timeout(300)
+
+MESSAGE_SAMPLES = 16384  # one gr-zeromq work() call's worth
+TAIL_SAMPLES = 65536  # quiet after the recording, so the last packet ends
+TAG_HEADER = struct.Struct("=HBQQ")  # gr-zeromq pass_tags header: magic, version, offset, ntags
+
+
+def stream_with_tail(rec: Recording) -> np.ndarray:
+    samples = rec.read()  # (n,) complex64
+    return np.concatenate([samples, np.zeros(TAIL_SAMPLES, np.complex64)])
+
+
+def feed_realtime(socket: zmq.Socket, samples: np.ndarray, rate_hz: float) -> float:
+    """Send `samples` as pass_tags messages, each when its last sample would have arrived."""
+    t0 = time.monotonic()
+    late = 0.0
+    for offset in range(0, samples.size, MESSAGE_SAMPLES):
+        chunk = samples[offset : offset + MESSAGE_SAMPLES]
+        due = t0 + (offset + chunk.size) / rate_hz
+        wait = due - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        late = max(late, -wait)
+        socket.send(TAG_HEADER.pack(0x5FF0, 1, offset, 0) + chunk.tobytes())
+    return late
+
+
+def truth_of(rec: Recording) -> list[tuple[int, int]]:
+    return [
+        (int(a["core:sample_start"]), int(a["core:sample_start"] + a["core:sample_count"]))
+        for a in rec.annotations
+    ]
+
+
+def accuracy(pairs, predicted: list[dict[str, int]], rec: Recording) -> dict[str, float]:
+    """Per task: the share of matched packets whose predicted class is the annotation's."""
+    out = {}
+    for task in TASKS:
+        right = [
+            predicted[d][task.name] == task.index(rec.annotations[t][f"edge_tc:{task.name}"])
+            for d, t in pairs
+        ]
+        out[task.name] = float(np.mean(right))
+    return out
+
+
+def test_end_to_end_over_zeromq(tiny_bundle, tmp_path):
+    base = tmp_path / "stream"
+    args = ["synth", "stream", "--out", str(base), "--seconds", "0.4", "--seed", "5",
+            "--traffic-scale", "3", "--quiet"]  # fmt: skip
+    assert main(args) == 0
+    rec = open_recording(base)
+    samples = stream_with_tail(rec)
+    truth = truth_of(rec)
+    assert len(truth) > 200
+
+    # offline: the assembler's packets of the same samples, the same engine
+    assembler_config = AssemblerConfig(sample_rate_hz=rec.sample_rate_hz)
+    offline = PacketAssembler(assembler_config)
+    packets = []
+    for start in range(0, samples.size, 65536):
+        packets += offline.feed(samples[start : start + 65536], start)
+    engine = load(tiny_bundle.directory, {"type": "onnxruntime", "threads": 1})
+    probs = engine.infer(packets_to_batch(packets))
+    engine.close()
+    offline_pred = [{t: int(probs[t][i].argmax()) for t in probs} for i in range(len(packets))]
+    tolerance = default_tolerance_samples(assembler_config)
+    pre = assembler_config.pre_trigger_samples
+    offline_pairs = match_intervals(
+        [(p.start_sample + pre, p.end_sample) for p in packets], truth, tolerance
+    )
+
+    # the daemon, fed by a PUB socket (XPUB: it tells us when the daemon has subscribed)
+    context = zmq.Context()
+    feeder = context.socket(zmq.XPUB)
+    port = feeder.bind_to_random_port("tcp://127.0.0.1")
+    config = DaemonConfig.from_dict(
+        {
+            "source": {"type": "zmq", "address": f"tcp://127.0.0.1:{port}", "pass_tags": True},
+            "bundle": str(tiny_bundle.directory),
+            "engine": {"type": "onnxruntime", "threads": 1},
+            "publisher": {"bind": "tcp://127.0.0.1:*"},
+            "metrics": {"enabled": False},
+            "power": {"type": "none"},
+            "batcher": {"max_batch": 16, "max_queue_delay_ms": 1.0, "queue_size": 4096},
+        },
+        "",
+    )
+    daemon = Daemon(config)
+    daemon.start()
+    try:
+        assert daemon.publisher is not None
+        with Subscriber(daemon.publisher.endpoint) as sub:
+            sub.wait_connected()
+            assert feeder.poll(10_000), "the daemon's zmq source did not subscribe"
+            assert feeder.recv()[:1] == b"\x01"
+            received: list = []
+            collector = threading.Thread(
+                target=lambda: received.extend(sub.collect(count=None, idle_timeout_s=2.0))
+            )
+            collector.start()
+            feed_realtime(feeder, samples, rec.sample_rate_hz)
+            collector.join(timeout=60)
+    finally:
+        totals = daemon.stop()
+        feeder.close(linger=0)
+        context.term()
+
+    # counts add up, and the daemon saw exactly what the offline assembler saw
+    assert totals.detected == totals.accounted
+    assert totals.detected == len(packets)
+    payloads = [m.payload for m in received]
+    assert len(payloads) == totals.classified
+    daemon_pred = [{t: p["labels"][t]["index"] for t in p["labels"]} for p in payloads]
+    daemon_pairs = match_intervals(
+        [(p["sample_start"] + pre, p["sample_end"]) for p in payloads], truth, tolerance
+    )
+    classified = {t for _, t in daemon_pairs}
+    detected = {t for _, t in offline_pairs}
+    assert classified <= detected
+    missed = len(truth) - len(detected)
+    dropped = len(detected - classified)
+    assert len(truth) == len(classified) + dropped + missed
+    assert dropped <= sum(totals.dropped.values()) + totals.failed
+    assert missed < 0.1 * len(truth)
+
+    # the same engine on the same packets: per-task accuracy within 2 points
+    offline_acc = accuracy(offline_pairs, offline_pred, rec)
+    daemon_acc = accuracy(daemon_pairs, daemon_pred, rec)
+    for task in TASKS:
+        assert abs(daemon_acc[task.name] - offline_acc[task.name]) <= 0.02, (
+            task.name, daemon_acc, offline_acc,
+        )  # fmt: skip
+    # latency is measured from the arrival of each packet's last sample
+    latencies = [p["latency_ms"] for p in payloads]
+    assert min(latencies) >= 0

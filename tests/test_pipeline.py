@@ -1,0 +1,309 @@
+"""The daemon's pipeline on the tiny bundle: real onnxruntime, real ZeroMQ, synthetic IQ.
+
+Counts must add up in every case: detected = classified + failed + dropped (all reasons).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from edge_daemon.config import DaemonConfig
+from edge_daemon.errors import SourceError
+from edge_daemon.pipeline import Daemon, packets_to_batch
+from edge_daemon.power import PowerMeter, PowerReading
+from edge_daemon.publisher import Subscriber
+from edge_daemon.sources.base import Chunk, NullEvents, Source, SourceConfig
+from edge_daemon.sources.synthetic import SyntheticSource, SyntheticSourceConfig
+from engines.base import load
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def daemon_config(bundle, **sections) -> DaemonConfig:
+    table = {
+        "source": {"type": "synthetic", "pace": "fast", "duration_s": 0.25, "traffic_scale": 4.0},
+        "bundle": str(bundle),
+        "engine": {"type": "onnxruntime", "threads": 1},
+        "publisher": {"bind": "tcp://127.0.0.1:*"},
+        "metrics": {"enabled": False},
+        "power": {"type": "none"},
+        "batcher": {"max_batch": 16, "max_queue_delay_ms": 1.0, "queue_size": 4096},
+        "drain_timeout_s": 5.0,
+    }
+    for key, value in sections.items():
+        table[key] = {**table[key], **value} if isinstance(value, dict) else value
+    return DaemonConfig.from_dict(table, "")
+
+
+def value(daemon: Daemon, name: str, **labels: str) -> float:
+    got = daemon.registry.get_sample_value(name, labels)
+    return 0.0 if got is None else got
+
+
+def assert_counts_add_up(daemon: Daemon) -> None:
+    t = daemon.totals
+    assert t.detected == t.accounted, t
+    assert value(daemon, "edgetc_packets_detected_total") == t.detected
+    assert value(daemon, "edgetc_packets_classified_total") == t.classified
+    assert value(daemon, "edgetc_packets_failed_total") == t.failed
+    for reason, n in t.dropped.items():
+        assert value(daemon, "edgetc_packets_dropped_total", reason=reason) == n
+
+
+def run_to_end(daemon: Daemon, timeout_s: float = 60.0) -> None:
+    daemon.start()
+    try:
+        assert daemon.source_done.wait(timeout_s), "the source did not finish"
+    finally:
+        daemon.stop()
+
+
+class Wrapped:
+    """A real engine with a hook before each `infer` (sleep, raise)."""
+
+    def __init__(self, engine, before) -> None:
+        self.engine = engine
+        self.before = before
+        self.info = engine.info
+        self.input_spec = engine.input_spec
+        self.calls = 0
+
+    def infer(self, x):
+        self.calls += 1
+        self.before(self)
+        return self.engine.infer(x)
+
+    def warmup(self, batch: int = 1) -> None:
+        self.engine.warmup(batch)
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+def test_packets_to_batch_rows_are_i_then_q():
+    class P:
+        iq = (np.arange(3000) + 1j * -np.arange(3000)).astype(np.complex64)
+
+    x = packets_to_batch([P(), P()])
+    assert x.shape == (2, 2, 3000) and x.dtype == np.float32
+    assert x[1, 0, 5] == 5 and x[1, 1, 5] == -5
+
+
+class GatedSource(Source):
+    """A real source that hands out nothing until `gate` is set (a subscriber is ready)."""
+
+    def __init__(self, inner: Source) -> None:
+        super().__init__(inner.config, NullEvents())
+        self.inner = inner
+        self.gate = threading.Event()
+
+    @property
+    def sample_rate_hz(self) -> float:
+        return self.inner.sample_rate_hz
+
+    @property
+    def finished(self) -> bool:
+        return self.inner.finished
+
+    def open(self) -> None:
+        self.inner.open()
+
+    def read(self, timeout_s: float) -> Chunk | None:
+        if not self.gate.wait(timeout_s):
+            return None
+        return self.inner.read(timeout_s)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def synthetic(config: DaemonConfig) -> SyntheticSource:
+    assert config.source is not None
+    return SyntheticSource(SyntheticSourceConfig.from_dict(config.source.to_dict()), NullEvents())
+
+
+def test_every_detected_packet_is_published(tiny_bundle):
+    config = daemon_config(tiny_bundle.directory)
+    source = GatedSource(synthetic(config))
+    daemon = Daemon(config, source=source)
+    daemon.start()
+    assert daemon.publisher is not None
+    with Subscriber(daemon.publisher.endpoint) as sub:
+        sub.wait_connected()
+        source.gate.set()
+        assert daemon.source_done.wait(60)
+        daemon.stop()
+        got = sub.collect(count=None, idle_timeout_s=1.0)
+    t = daemon.totals
+    assert t.detected > 100 and t.failed == 0 and t.dropped == {"queue_full": 0, "shutdown": 0}
+    assert_counts_add_up(daemon)
+    assert [m.payload["packet_id"] for m in got] == list(range(t.detected))
+    assert value(daemon, "edgetc_messages_published_total") == t.classified
+    assert value(daemon, "edgetc_batch_size_sum") == t.classified
+    for task in ("phy", "frame", "app_type", "app"):
+        assert value(daemon, "edgetc_latency_seconds_count", task=task) == t.classified
+    labels = sum(
+        s.value
+        for family in daemon.registry.collect()
+        if family.name == "edgetc_labels"
+        for s in family.samples
+        if s.name == "edgetc_labels_total" and s.labels["task"] == "phy"
+    )
+    assert labels == t.classified
+    assert len(daemon.recent_latencies) == t.classified
+
+
+def test_engine_failures_are_counted_and_reload_the_engine(tiny_bundle):
+    made: list[Wrapped] = []
+
+    def fail_first_five(engine: Wrapped) -> None:
+        if len(made) == 1 or engine.calls <= 2:  # the first engine always fails, reloads twice
+            raise RuntimeError("simulated runtime fault")
+
+    def factory():
+        made.append(Wrapped(load(tiny_bundle.directory, {"type": "onnxruntime"}), fail_first_five))
+        return made[-1]
+
+    config = daemon_config(tiny_bundle.directory, engine_reload_after_failures=3)
+    daemon = Daemon(config, engine_factory=factory)
+    run_to_end(daemon)
+    t = daemon.totals
+    # engine 1 fails 3 batches -> reload; engine 2 fails 2 then works
+    assert t.engine_failures == 5 and t.engine_reloads == 1 and len(made) == 2
+    assert t.failed > 0 and t.classified > 0
+    assert value(daemon, "edgetc_engine_failures_total") == 5
+    assert value(daemon, "edgetc_engine_reloads_total") == 1
+    assert_counts_add_up(daemon)
+
+
+def test_a_slow_engine_drops_from_the_full_queue_and_never_blocks_the_source(tiny_bundle):
+    def slow(engine: Wrapped) -> None:
+        time.sleep(0.02)
+
+    def factory():
+        return Wrapped(load(tiny_bundle.directory, {"type": "onnxruntime"}), slow)
+
+    config = daemon_config(
+        tiny_bundle.directory, batcher={"max_batch": 1, "queue_size": 8, "drop_policy": "newest"}
+    )
+    daemon = Daemon(config, engine_factory=factory)
+    started = time.monotonic()
+    run_to_end(daemon)
+    t = daemon.totals
+    assert t.dropped["queue_full"] > 0 and t.classified > 0
+    assert_counts_add_up(daemon)
+    # the source ran at its own pace: at 20 ms per packet the engine alone needs far longer
+    assert time.monotonic() - started < 0.02 * t.detected
+
+
+def test_stop_drains_within_the_deadline_and_counts_the_rest(tiny_bundle):
+    def slow(engine: Wrapped) -> None:
+        time.sleep(0.05)
+
+    def factory():
+        return Wrapped(load(tiny_bundle.directory, {"type": "onnxruntime"}), slow)
+
+    config = daemon_config(
+        tiny_bundle.directory, batcher={"max_batch": 1, "queue_size": 4096}, drain_timeout_s=0.3
+    )
+    daemon = Daemon(config, engine_factory=factory)
+    run_to_end(daemon)
+    t = daemon.totals
+    assert t.dropped["shutdown"] > 0 and t.dropped["queue_full"] == 0
+    assert_counts_add_up(daemon)
+    assert value(daemon, "edgetc_queue_depth") == 0
+
+
+class FlakySource(Source):
+    """The synthetic source, but the device 'disappears' once mid-stream and fails its first
+    re-open; sample indices jump where it comes back."""
+
+    def __init__(self, inner: SyntheticSource) -> None:
+        super().__init__(SourceConfig(type="flaky"), NullEvents())
+        self.inner = inner
+        self.reads = 0
+        self.opens = 0
+        self.offset = 0
+
+    @property
+    def sample_rate_hz(self) -> float:
+        return self.inner.sample_rate_hz
+
+    @property
+    def finished(self) -> bool:
+        return self.inner.finished
+
+    def open(self) -> None:
+        self.opens += 1
+        if self.opens == 2:
+            raise SourceError("device busy")
+        if self.opens == 1:
+            self.inner.open()
+
+    def read(self, timeout_s: float) -> Chunk | None:
+        self.reads += 1
+        if self.reads == 40:
+            self.offset = 1_000_000
+            raise SourceError("device unplugged")
+        chunk = self.inner.read(timeout_s)
+        if chunk is None:
+            return None
+        return Chunk(chunk.samples, chunk.first_sample_index + self.offset, chunk.arrival_time)
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_source_that_disappears_and_comes_back(tiny_bundle):
+    config = daemon_config(tiny_bundle.directory)
+    source = FlakySource(synthetic(config))
+    daemon = Daemon(config, source=source)
+    run_to_end(daemon)
+    assert source.opens == 3
+    assert daemon.totals.source_reconnects == 1
+    assert value(daemon, "edgetc_source_reconnects_total") == 1
+    assert daemon.totals.classified > 0
+    assert_counts_add_up(daemon)
+
+
+class FakeMeter(PowerMeter):
+    """5 W, with the energy counter a meter keeps (joules since it opened)."""
+
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+        self.closed = False
+
+    def read(self) -> PowerReading:
+        return PowerReading(5.0, 5.0 * (time.monotonic() - self.t0))
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_power_metrics_follow_the_meter(tiny_bundle):
+    config = daemon_config(tiny_bundle.directory, power={"interval_s": 0.05})
+    meter = FakeMeter()
+    daemon = Daemon(config, power_meter=meter)
+    run_to_end(daemon)
+    t = daemon.totals
+    assert meter.closed and daemon.power_status is None
+    assert t.energy_joules is not None and t.energy_joules > 0
+    assert value(daemon, "edgetc_power_watts") == 5.0
+    assert value(daemon, "edgetc_energy_joules_total") == pytest.approx(t.energy_joules)
+    assert value(daemon, "edgetc_joules_per_sample") == pytest.approx(
+        t.energy_joules / t.classified
+    )
+
+
+def test_no_power_meter_no_power_metrics(tiny_bundle):
+    daemon = Daemon(daemon_config(tiny_bundle.directory))  # power.type = "none"
+    run_to_end(daemon)
+    assert daemon.power_status
+    names = {m.name for m in daemon.registry.collect()}
+    assert not {"edgetc_power_watts", "edgetc_energy_joules", "edgetc_joules_per_sample"} & names
