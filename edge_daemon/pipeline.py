@@ -153,9 +153,8 @@ class Daemon:
         self._engine_factory = engine_factory or (lambda: load(config.bundle, config.engine))
         self._power_meter = power_meter
         self._clock = clock
-        self.assembler = PacketAssembler(
-            replace(config.assembler, sample_rate_hz=float(source.sample_rate_hz))
-        )
+        self.assembler: PacketAssembler | None = None
+        """Made at the source's first open, at its sample rate (known once open)."""
         b = config.batcher
         self.batcher: DynamicBatcher[QueuedPacket] = DynamicBatcher(
             b.max_batch, b.max_queue_delay_ms / 1e3, b.queue_size, b.drop_policy, clock,
@@ -200,9 +199,8 @@ class Daemon:
             raise
         info = self.engine.info
         log.info(
-            "started: source %s at %.0f Hz, engine %s %s on %s (%s), bundle %s, publishing on "
-            "%s%s",
-            self.source.config.type, self.source.sample_rate_hz, info.backend, info.precision,
+            "started: source %s, engine %s %s on %s (%s), bundle %s, publishing on %s%s",
+            self.source.config.type, info.backend, info.precision,
             info.device, info.model_file, self.config.bundle or "(given)", self.publisher.endpoint,
             f", metrics on http://{m.addr}:{self.metrics_server.port}/metrics"
             if self.metrics_server else ", metrics off",
@@ -281,26 +279,33 @@ class Daemon:
                         backoff = min(2 * backoff, self.config.source_reopen_max_s)
                         continue
                     is_open, backoff = True, POLL_S
+                    rate = float(source.sample_rate_hz)
+                    log.info("source %s open at %.0f samples/s", source.config.type, rate)
+                    if self.assembler is None:
+                        config = replace(self.config.assembler, sample_rate_hz=rate)
+                        self.assembler = PacketAssembler(config)
+                assembler = self.assembler
+                assert assembler is not None
                 try:
                     chunk = source.read(POLL_S)
                 except SourceError as exc:
                     log.warning("source lost: %s; re-opening", exc)
                     source.close()
                     is_open = False
-                    self.assembler.reset()
+                    assembler.reset()
                     self.metrics.source_reconnects.inc()
                     self.totals.source_reconnects += 1
                     continue
                 if chunk is None:
                     if source.finished:
-                        self._enqueue(self.assembler.flush())
+                        self._enqueue(assembler.flush())
                         log.info("source finished: end of the recording")
                         self.source_done.set()
                         return
                     continue
                 if chunk.discontinuity:
-                    self.assembler.reset()
-                packets = self.assembler.feed(
+                    assembler.reset()
+                packets = assembler.feed(
                     chunk.samples, chunk.first_sample_index, chunk.arrival_time
                 )
                 self._enqueue(packets)
