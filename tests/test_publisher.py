@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import numpy as np
@@ -158,3 +159,34 @@ def test_config_problems_name_the_key(table, problem):
 def test_bind_failure_is_a_config_error(publisher):
     with pytest.raises(ConfigError, match=r"publisher\.bind: cannot bind"):
         Publisher(PublisherConfig(bind=publisher.endpoint))
+
+
+def load_tool():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "tc_subscribe.py"
+    spec = importlib.util.spec_from_file_location("tc_subscribe", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_tc_subscribe_tool_prints_each_message(publisher, capsys):
+    import threading
+
+    tool = load_tool()
+    done: list[int] = []
+    args = ["--connect", publisher.endpoint, "--count", "2", "--idle-timeout", "10"]
+    runner = threading.Thread(target=lambda: done.append(tool.main(args)))
+    runner.start()
+    deadline = time.monotonic() + 20
+    while runner.is_alive() and time.monotonic() < deadline:  # until its SUB has joined
+        publisher.publish(item(len(publisher.sent)))
+        time.sleep(0.05)
+    runner.join(timeout=10)
+    assert done == [0]
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2
+    assert re.match(r"\[all\] #\d+ \d+\.\.\d+ [\d.]+ ms phy=802\.11n \(0\.93\) frame=data", out[0])
