@@ -1,6 +1,7 @@
 """The ZeroMQ source against real PUB/PUSH sockets on 127.0.0.1 (and ipc in tmp_path)."""
 
 import struct
+import time
 
 import numpy as np
 import pytest
@@ -68,6 +69,7 @@ def _bind(context, kind=zmq.PUB, address="tcp://127.0.0.1:*"):
 
 
 def _open(events=None, **config):
+    config.setdefault("coalesce_samples", 1)  # one message per chunk unless a test joins them
     source = ZmqSource(ZmqSourceConfig(**config), events or NullEvents())
     source.open()
     return source
@@ -233,6 +235,25 @@ def test_discontinuity_after_a_reconnect(context):
     (second,) = _collect(source, 10)
     assert not first.discontinuity and second.discontinuity
     assert second.first_sample_index == 10 and events.reconnects == 1
+
+
+def test_queued_messages_are_joined_but_never_across_a_loss(context):
+    push, endpoint = _bind(context, zmq.PUSH)
+    events = NullEvents()
+    source = _open(events, address=endpoint, socket="pull", coalesce_samples=2500)
+    sent = [_iq(1000, seed) for seed in range(8)]
+    for x in sent[:4]:
+        push.send(x.tobytes())
+    push.send(b"\x00" * 12)  # odd bytes: dropped, and the next message starts a new chunk
+    for x in sent[4:]:
+        push.send(x.tobytes())
+    time.sleep(0.3)  # let all of them reach the socket: only queued messages are joined
+    chunks = _collect(source, 8000)
+    assert [c.samples.size for c in chunks] == [3000, 1000, 3000, 1000]
+    assert [c.first_sample_index for c in chunks] == [0, 3000, 4001, 7001]
+    assert [c.discontinuity for c in chunks] == [False, False, True, False]
+    np.testing.assert_array_equal(np.concatenate([c.samples for c in chunks]), np.concatenate(sent))
+    assert events.drops == {"odd_bytes": 1}
 
 
 def test_read_returns_none_on_timeout_and_close_is_idempotent(context):

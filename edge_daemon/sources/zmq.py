@@ -28,6 +28,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
+
 from edge_daemon.errors import SourceError
 from edge_daemon.iq import formats
 from edge_daemon.sources.base import (
@@ -131,7 +133,9 @@ class ZmqSourceConfig(SourceConfig):
     sample_rate_hz: the stream's rate (ZeroMQ does not carry it). pass_tags: payloads start
     with gr-zeromq's tag header. max_message_bytes: larger messages are dropped. rcvhwm:
     messages queued in the socket before ZeroMQ drops (ZMQ_RCVHWM). reconnect_ivl_ms: how soon
-    a lost connection is retried (ZMQ_RECONNECT_IVL).
+    a lost connection is retried (ZMQ_RECONNECT_IVL). coalesce_samples: messages already queued
+    are joined into one chunk up to this many samples (never waiting for more; 1: one message
+    per chunk), so small messages do not cost one assembler call each.
     """
 
     type: Literal["zmq"] = "zmq"
@@ -145,6 +149,7 @@ class ZmqSourceConfig(SourceConfig):
     max_message_bytes: int = 16 * 1024 * 1024
     rcvhwm: int = 1000
     reconnect_ivl_ms: int = 100
+    coalesce_samples: int = 65536
 
     @property
     def format_name(self) -> str:
@@ -170,11 +175,15 @@ class ZmqSourceConfig(SourceConfig):
             out.append(("rcvhwm", f"want >= 0 (0: no limit), got {self.rcvhwm}"))
         if self.reconnect_ivl_ms < 1:
             out.append(("reconnect_ivl_ms", f"want >= 1, got {self.reconnect_ivl_ms}"))
+        if self.coalesce_samples < 1:
+            out.append(
+                ("coalesce_samples", f"want >= 1 (1: no joining), got {self.coalesce_samples}")
+            )
         return out
 
 
 class ZmqSource(Source):
-    """Messages of a SUB/PULL socket as chunks, one message per chunk."""
+    """Messages of a SUB/PULL socket as chunks (queued messages joined, see coalesce_samples)."""
 
     config: ZmqSourceConfig
 
@@ -190,6 +199,7 @@ class ZmqSource(Source):
         self._next_index = 0
         self._next_offset: int | None = None  # the tag header offset expected next
         self._discontinuity = False
+        self._held: Chunk | None = None  # received while joining, but not contiguous
         self._peers = 0  # connections up now
         self._ever_connected = False
         self.messages = 0
@@ -244,6 +254,9 @@ class ZmqSource(Source):
     def read(self, timeout_s: float) -> Chunk | None:
         if self._socket is None:
             raise SourceError("zmq source: read() before open()")
+        if self._held is not None:
+            held, self._held = self._held, None
+            return self._join(held)
         zmq = self._zmq
         deadline = time.monotonic() + max(0.0, timeout_s)
         while True:
@@ -258,10 +271,31 @@ class ZmqSource(Source):
                     continue
                 chunk = self._chunk(frames[-1].buffer, time.monotonic())
                 if chunk is not None:
-                    return chunk
+                    return self._join(chunk)
                 continue
             if time.monotonic() >= deadline:
                 return None
+
+    def _join(self, chunk: Chunk) -> Chunk:
+        """`chunk` followed by the contiguous messages already queued, up to coalesce_samples."""
+        parts, total = [chunk], chunk.samples.size
+        while total < self.config.coalesce_samples:
+            try:
+                frames = self._socket.recv_multipart(self._zmq.NOBLOCK, copy=False)
+            except self._zmq.Again:
+                break
+            following = self._chunk(frames[-1].buffer, time.monotonic())
+            if following is None:  # dropped: the chunk after it carries the discontinuity
+                break
+            if following.discontinuity:
+                self._held = following
+                break
+            parts.append(following)
+            total += following.samples.size
+        if len(parts) == 1:
+            return chunk
+        samples = np.concatenate([p.samples for p in parts])  # (total,)
+        return Chunk(samples, chunk.first_sample_index, parts[-1].arrival_time, chunk.discontinuity)
 
     def _read_monitor(self) -> None:
         from zmq.utils.monitor import recv_monitor_message
@@ -337,6 +371,7 @@ class ZmqSource(Source):
         if self._context is not None:
             self._context.term()
         self._socket = self._monitor = self._poller = self._context = None
+        self._held = None
 
 
 def _create(config: SourceConfig, events: SourceEvents) -> Source:
