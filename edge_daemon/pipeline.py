@@ -365,10 +365,10 @@ class Daemon:
         self._publish(batch, probs)
 
     def _publish(self, batch: list[QueuedPacket], probs: dict[str, np.ndarray]) -> None:
+        """Publish each packet (its latency measured as it goes out), then the batch's metrics."""
         assert self.publisher is not None
         m = self.metrics
-        tasks = [TASK_BY_NAME[t] for t in probs]
-        best = {t.name: probs[t.name].argmax(axis=1) for t in tasks}  # (n,) per task
+        latencies = np.empty(len(batch), np.float64)  # (n,) seconds
         for i, q in enumerate(batch):
             p = q.packet
             arrival = p.arrival_time if p.arrival_time is not None else self._clock()
@@ -376,13 +376,19 @@ class Daemon:
                 q.packet_id, p.start_sample, p.end_sample, arrival,
                 {t: v[i] for t, v in probs.items()},
             )  # fmt: skip
-            latency = self.publisher.publish(item)
-            for task in tasks:
-                m.latency.labels(task.name).observe(latency)
-                if latency > task.max_exec_s:
-                    m.max_exec_violations.labels(task.name).inc()
-                m.labels.labels(task.name, task.classes[int(best[task.name][i])]).inc()
-            self.recent_latencies.append(latency)
+            latencies[i] = self.publisher.publish(item)
+        for name, task_probs in probs.items():
+            task = TASK_BY_NAME[name]
+            histogram = m.latency.labels(name)
+            for latency in latencies:
+                histogram.observe(latency)
+            late = int(np.count_nonzero(latencies > task.max_exec_s))
+            if late:
+                m.max_exec_violations.labels(name).inc(late)
+            counts = np.bincount(task_probs.argmax(axis=1), minlength=task.num_classes)
+            for index in np.flatnonzero(counts):
+                m.labels.labels(name, task.classes[index]).inc(int(counts[index]))
+        self.recent_latencies.extend(latencies.tolist())
         m.classified.inc(len(batch))
         self.totals.classified += len(batch)
 

@@ -196,6 +196,8 @@ def test_a_slow_engine_drops_from_the_full_queue_and_never_blocks_the_source(tin
     t = daemon.totals
     assert t.dropped["queue_full"] > 0 and t.classified > 0
     assert_counts_add_up(daemon)
+    for task in ("phy", "app"):  # 20 ms per packet: every one over the 2 ms and 7 ms budgets
+        assert value(daemon, "edgetc_max_exec_violations_total", task=task) == t.classified
     # the source ran at its own pace: at 20 ms per packet the engine alone needs far longer
     assert time.monotonic() - started < 0.02 * t.detected
 

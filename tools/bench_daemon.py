@@ -1,0 +1,347 @@
+"""Benchmark the whole daemon (ZeroMQ in -> ZeroMQ out) against the bare engine.
+
+1. Packets: a seeded synthetic channel is cut by the packet assembler; each packet's samples
+   (at most 3000), framed by quiet noise, become a burst, and bursts are grouped into ZeroMQ
+   messages of about `--message-samples` samples, as a gr-zeromq sink's work() calls carry.
+2. Bare engine: `engines.bench.bench_engine` (the code of `edge-tc bench engines`) on those
+   packets, ONNX Runtime FP32, every batch of `--batches`; the best packets/s is the bare rate.
+3. Daemon: `edge-tc run` in a subprocess with a zmq source fed by this process's PUB socket and
+   its publisher read by a SUB socket here. For each rate (a fraction of the bare rate) bursts
+   are sent at that many packets per second for `--seconds`; delivered packets/s and the
+   latency the daemon publishes (arrival of a packet's last sample -> publication) are measured,
+   and its metrics scraped for drops.
+
+Goals (issue 5): sustained end-to-end rate >= 80 % of the bare engine rate; p99 latency < 7 ms
+at half that rate. The load generator shares the CPU with the daemon, as it would not in the
+field; the figures are a lower bound for the daemon.
+
+    .venv/bin/python tools/bench_daemon.py --bundle models/default --out out/bench_daemon.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zmq
+
+ROOT = Path(__file__).resolve().parents[1]
+GAP_SAMPLES = 800  # quiet before and after each burst: more than the detector's hangover
+WARMUP_NOISE_SAMPLES = 20_000  # the detector's noise floor warm-up, sent first
+NOISE_POWER = 1e-4
+CONFIG_KEYS = ("threads", "max_batch", "max_queue_delay_ms", "queue_size", "seconds", "packets",
+               "message_samples")  # fmt: skip
+
+
+def make_messages(
+    count: int, seed: int, message_samples: int
+) -> tuple[list[bytes], list[int], np.ndarray]:
+    """Bursts of `count` packets grouped into messages of about `message_samples` samples (as a
+    gr-zeromq sink's work() calls would carry them): (messages as cf32 bytes, packets in each,
+    the packets' model input (count, 2, 3000))."""
+    from edge_daemon.assembler import PacketAssembler
+    from edge_daemon.pipeline import packets_to_batch
+    from edge_daemon.sources.base import NullEvents
+    from edge_daemon.sources.synthetic import SyntheticSource, SyntheticSourceConfig
+
+    config = SyntheticSourceConfig(pace="fast", traffic_scale=4.0, seed=seed)
+    source = SyntheticSource(config, NullEvents())
+    source.open()
+    assembler = PacketAssembler()
+    packets: list[Any] = []
+    while len(packets) < count:
+        chunk = source.read(1.0)
+        if chunk is not None:
+            packets += assembler.feed(chunk.samples, chunk.first_sample_index)
+    packets = packets[:count]
+    rng = np.random.default_rng(seed)
+    scale = np.sqrt(NOISE_POWER / 2)
+    messages: list[bytes] = []
+    per_message: list[int] = []
+    parts: list[np.ndarray] = []
+    for i, p in enumerate(packets):
+        body = p.iq[: min(p.num_samples, p.iq.size)]
+        noise = rng.standard_normal((2, 2 * GAP_SAMPLES)) * scale
+        gap = (noise[0] + 1j * noise[1]).astype(np.complex64)
+        parts += [gap[:GAP_SAMPLES], body, gap[GAP_SAMPLES:]]
+        if sum(x.size for x in parts) >= message_samples or i == len(packets) - 1:
+            messages.append(np.concatenate(parts).astype(np.complex64).tobytes())
+            per_message.append(len(parts) // 3)
+            parts = []
+    return messages, per_message, packets_to_batch(packets)
+
+
+def bare_engine(bundle: Path, x: np.ndarray, batches: list[int], threads: int) -> dict[str, Any]:
+    """Packets/s of the engine alone per batch (median of repeats), best batch first."""
+    from engines.base import load
+    from engines.bench import bench_engine
+
+    engine = load(bundle, {"type": "onnxruntime", "precision": "fp32", "threads": threads})
+    try:
+        timings = bench_engine(engine, x, batches, warmup=3, repeats=15)
+    finally:
+        engine.close()
+    per_batch = {b: b / t.median_s for b, t in timings.items()}
+    best = max(per_batch, key=lambda b: per_batch[b])
+    return {
+        "backend": "onnxruntime fp32 cpu",
+        "threads": threads,
+        "packets_per_s_by_batch": {str(b): round(v, 1) for b, v in per_batch.items()},
+        "best_batch": best,
+        "packets_per_s": round(per_batch[best], 1),
+    }
+
+
+def scrape(url: str) -> dict[str, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            key = s.name + "".join(f"{{{k}={v}}}" for k, v in sorted(s.labels.items()))
+            out[key] = s.value
+    return out
+
+
+class Receiver(threading.Thread):
+    """Reads the daemon's tc.all messages; keeps (receive time, latency_ms) of each."""
+
+    def __init__(self, context: zmq.Context, endpoint: str) -> None:
+        super().__init__(daemon=True)
+        self.socket = context.socket(zmq.SUB)
+        self.socket.setsockopt(zmq.RCVHWM, 0)
+        self.socket.setsockopt(zmq.SUBSCRIBE, b"tc.all")
+        self.socket.connect(endpoint)
+        self.got: list[tuple[float, float]] = []
+        self.stop = threading.Event()
+        self.pattern = re.compile(rb'"latency_ms":([0-9.e-]+)')
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            if not self.socket.poll(100):
+                continue
+            while True:
+                try:
+                    _, payload = self.socket.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                found = self.pattern.search(payload)
+                self.got.append((time.monotonic(), float(found.group(1)) if found else -1.0))
+        self.socket.close(linger=0)
+
+
+def feed(
+    socket: zmq.Socket, messages: list[bytes], per_message: list[int], rate: float,
+    seconds: float,
+) -> int:  # fmt: skip
+    """Send messages so that `rate` packets per second go out for `seconds` (catching up at
+    once when late); the number of packets sent."""
+    t0 = time.monotonic()
+    sent = index = 0
+    total = int(rate * seconds)
+    while sent < total:
+        due = min(total, int((time.monotonic() - t0) * rate) + 1)
+        while sent < due:
+            k = index % len(messages)
+            socket.send(messages[k], copy=False)
+            sent += per_message[k]
+            index += 1
+        wait = t0 + sent / rate - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+    return sent
+
+
+def run_daemon(bundle: Path, args: argparse.Namespace, port: int, workdir: Path):
+    config = workdir / "bench.toml"
+    config.write_text(f"""
+bundle = "{bundle}"
+log_level = "info"
+drain_timeout_s = 2.0
+[source]
+type = "zmq"
+address = "tcp://127.0.0.1:{port}"
+rcvhwm = 100000
+[engine]
+type = "onnxruntime"
+precision = "fp32"
+threads = {args.threads}
+[batcher]
+max_batch = {args.max_batch}
+max_queue_delay_ms = {args.max_queue_delay_ms}
+queue_size = {args.queue_size}
+[publisher]
+bind = "tcp://127.0.0.1:*"
+sndhwm = 100000
+[metrics]
+port = 0
+[power]
+type = "none"
+""")  # fmt: skip
+    log = (workdir / "daemon.log").open("w+")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edge_daemon.cli", "run", "--config", str(config)],
+        cwd=ROOT, stderr=log, stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        text = Path(log.name).read_text()
+        found = re.search(r"publishing on (\S+), metrics on (http://\S+/metrics)", text)
+        if found:
+            return proc, log, found.group(1), found.group(2)
+        if proc.poll() is not None:
+            raise SystemExit(f"the daemon exited:\n{text}")
+        time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("the daemon did not start in 60 s")
+
+
+def measure_rate(
+    feeder: zmq.Socket, receiver: Receiver, metrics_url: str, messages: list[bytes],
+    per_message: list[int], rate: float, seconds: float,
+) -> dict[str, Any]:  # fmt: skip
+    before = scrape(metrics_url)
+    start_index = len(receiver.got)
+    t0 = time.monotonic()
+    sent = feed(feeder, messages, per_message, rate, seconds)
+    t1 = time.monotonic()
+    time.sleep(1.0)  # let the queue drain before counting
+    after = scrape(metrics_url)
+    got = receiver.got[start_index:]
+    in_window = [lat for t, lat in got if t0 + 0.5 <= t <= t1]  # skip the ramp-up
+    window_count = sum(1 for t, _ in got if t0 + 0.5 <= t <= t1)
+    latencies = np.array([lat for _, lat in got], dtype=np.float64)
+
+    def delta(key: str) -> float:
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    return {
+        "offered_packets_per_s": round(sent / (t1 - t0), 1),
+        "sent": sent,
+        "received": len(got),
+        "delivered_packets_per_s": round(window_count / max(1e-9, t1 - t0 - 0.5), 1),
+        "detected": delta("edgetc_packets_detected_total"),
+        "classified": delta("edgetc_packets_classified_total"),
+        "dropped_queue_full": delta("edgetc_packets_dropped_total{reason=queue_full}"),
+        "failed": delta("edgetc_packets_failed_total"),
+        "latency_ms_p50": round(float(np.percentile(latencies, 50)), 3) if got else None,
+        "latency_ms_p99": round(float(np.percentile(latencies, 99)), 3) if got else None,
+        "latency_ms_p99_steady": round(float(np.percentile(in_window, 99)), 3)
+        if in_window
+        else None,
+        "mean_batch": round(
+            delta("edgetc_batch_size_sum") / max(1.0, delta("edgetc_batch_size_count")), 2
+        ),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", type=Path, default=ROOT / "models" / "default")
+    parser.add_argument("--out", type=Path, default=ROOT / "out" / "bench_daemon.json")
+    parser.add_argument("--packets", type=int, default=1000, help="distinct bursts to cycle")
+    parser.add_argument("--rates", default="0.25,0.5,0.8,1.0,1.2", help="x the bare rate")
+    parser.add_argument("--seconds", type=float, default=4.0, help="per rate")
+    parser.add_argument("--threads", type=int, default=0, help="engine threads (0: ORT's)")
+    parser.add_argument("--batches", default="1,4,8,16,32,64,128")
+    parser.add_argument("--max-batch", type=int, default=64)
+    parser.add_argument("--max-queue-delay-ms", type=float, default=1.0)
+    parser.add_argument("--queue-size", type=int, default=4096)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--message-samples", type=int, default=16384,
+        help="samples per ZeroMQ message (packets are grouped; 1: one packet per message)",
+    )  # fmt: skip
+    args = parser.parse_args(argv)
+    bundle = args.bundle.resolve()
+
+    messages, per_message, x = make_messages(args.packets, args.seed, args.message_samples)
+    bare = bare_engine(bundle, x, [int(b) for b in args.batches.split(",")], args.threads)
+    print(f"bare engine: {bare['packets_per_s']} packets/s at batch {bare['best_batch']}")
+
+    context = zmq.Context()
+    feeder = context.socket(zmq.PUB)
+    feeder.setsockopt(zmq.SNDHWM, 100_000)
+    port = feeder.bind_to_random_port("tcp://127.0.0.1")
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        proc, log, publish_at, metrics_url = run_daemon(bundle, args, port, Path(tmp))
+        receiver = Receiver(context, publish_at)
+        receiver.start()
+        try:
+            deadline = time.monotonic() + 30  # until the daemon's SUB and ours have joined
+            rng = np.random.default_rng(1)
+            noise = rng.standard_normal((2, WARMUP_NOISE_SAMPLES)) * np.sqrt(NOISE_POWER / 2)
+            noise_bytes = (noise[0] + 1j * noise[1]).astype(np.complex64).tobytes()
+            while not receiver.got and time.monotonic() < deadline:
+                feeder.send(noise_bytes)
+                for message in messages[:5]:
+                    feeder.send(message)
+                time.sleep(0.3)
+            time.sleep(1.0)
+            for fraction in [float(r) for r in args.rates.split(",")]:
+                rate = fraction * bare["packets_per_s"]
+                result = measure_rate(
+                    feeder, receiver, metrics_url, messages, per_message, rate, args.seconds
+                )
+                result["fraction_of_bare"] = fraction
+                result["delivered_fraction_of_bare"] = round(
+                    result["delivered_packets_per_s"] / bare["packets_per_s"], 3
+                )
+                runs.append(result)
+                print(json.dumps(result))
+        finally:
+            receiver.stop.set()
+            proc.send_signal(signal.SIGTERM)
+            rc = proc.wait(timeout=30)
+            receiver.join(timeout=5)
+            feeder.close(linger=0)
+            context.term()
+            log.seek(0)
+            daemon_log = log.read().splitlines()[-5:]
+            log.close()
+
+    sustained = max(r["delivered_packets_per_s"] for r in runs)
+    half = min(runs, key=lambda r: abs(r["fraction_of_bare"] - 0.5))
+    report = {
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
+                    "python": platform.python_version()},
+        "bundle": str(bundle),
+        "config": {k: getattr(args, k) for k in CONFIG_KEYS},
+        "bare_engine": bare,
+        "daemon": runs,
+        "daemon_exit_code": rc,
+        "daemon_log_tail": daemon_log,
+        "goals": {
+            "sustained_packets_per_s": sustained,
+            "sustained_fraction_of_bare": round(sustained / bare["packets_per_s"], 3),
+            "sustained_goal_0.8_met": sustained >= 0.8 * bare["packets_per_s"],
+            "p99_ms_at_half_rate": half["latency_ms_p99"],
+            "p99_goal_7ms_met": half["latency_ms_p99"] is not None
+            and half["latency_ms_p99"] < 7.0,
+        },
+    }  # fmt: skip
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report["goals"], indent=2))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
