@@ -3,7 +3,8 @@
 One `[power]` config section, `type` one of:
 
 * `jtop`: jetson-stats (`from jtop import jtop`), `jetson.power["tot"]["power"]` in mW (the
-  VDD_IN / POM_5V_IN rail, or the sum of the rails where there is none). Needs the jtop service.
+  VDD_IN / POM_5V_IN rail, or the sum of the rails where there is none; 4.x and later; 3.x
+  returns `(total, rails)` with `total["cur"]` mW). Needs the jtop service.
 * `ina3221`: the Jetson's INA3221 monitors in sysfs. JetPack 4 (TX2, Nano) iio driver
   `ina3221x`: `bus/i2c/drivers/ina3221x/*/iio:device*/in_powerN_input` (mW) named by
   `rail_name_N`. JetPack 5/6 (Orin) hwmon driver `ina3221`: `class/hwmon/hwmon*/` whose `name`
@@ -178,6 +179,7 @@ class JtopMeter(IntegratingMeter):
         except Exception as exc:  # JtopException: no jtop.service, not in the jtop group
             raise PowerUnavailable(f"cannot connect to the jtop service: {exc}") from exc
         try:
+            self._jetson.ok()  # waits for the service's first statistics
             self.watts()
         except PowerUnavailable:
             self.close()
@@ -186,8 +188,10 @@ class JtopMeter(IntegratingMeter):
     def watts(self) -> float:
         power = self._jetson.power
         try:
+            if isinstance(power, tuple):  # jetson-stats 3.x: (total {"cur", "avg"} mW, rails)
+                return float(power[0]["cur"]) / 1000.0
             return float(power["tot"]["power"]) / 1000.0
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise PowerUnavailable(f"jtop reports no total power ({power!r})") from exc
 
     def close(self) -> None:

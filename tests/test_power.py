@@ -171,6 +171,14 @@ def test_jtop_is_tried_first_and_integrated(monkeypatch, tree, clock):
     meter.close()
 
 
+def test_jtop_3x_power_tuple(monkeypatch, clock):
+    jtop = _fake(monkeypatch, "jtop")
+    monkeypatch.setattr(jtop, "API", 3)
+    monkeypatch.setattr(jtop, "POWER_MW", [7250.0])
+    meter = open_power_meter(_config(DATA / "empty", type="jtop"), clock)
+    assert meter.name == "jtop" and meter.read().watts == pytest.approx(7.25)
+
+
 def test_jtop_without_its_service_falls_back(monkeypatch, tree, clock):
     jtop = _fake(monkeypatch, "jtop")
     monkeypatch.setattr(jtop, "SERVICE_RUNNING", False)

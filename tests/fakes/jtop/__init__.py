@@ -6,7 +6,8 @@ context manager, and `power`: `{"rail": {NAME: {...}}, "tot": {...}}` with `volt
 `power` and `avg` mW; `tot` is the VDD_IN rail with its `name`.
 
 Tests script it: `POWER_MW` is the total each `power` read reports (one value per read, the
-last repeating); `SERVICE_RUNNING = False` makes `start()` fail as the real one does.
+last repeating); `SERVICE_RUNNING = False` makes `start()` fail as the real one does; `API = 3`
+returns jetson-stats 3.x's `(total, rails)` tuple with `total["cur"]` mW.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from types import TracebackType
 
 POWER_MW: list[float] = [5000.0]
 SERVICE_RUNNING = True
+API = 4  # 3: jetson-stats 3.x, whose `power` is a tuple (total {"cur", "avg"}, rails)
 READS = 0
 
 
@@ -38,7 +40,7 @@ class jtop:
         return self._started
 
     @property
-    def power(self) -> dict:
+    def power(self) -> dict | tuple:
         global READS
         total = POWER_MW[min(READS, len(POWER_MW) - 1)]
         READS += 1
@@ -47,6 +49,8 @@ class jtop:
                "curr": int(total * 1000 / volt), "power": int(total), "avg": int(total),
                "warn": 32760, "crit": 32760, "name": "VDD_IN"}  # fmt: skip
         rail = {k: v for k, v in tot.items() if k != "name"}
+        if API == 3:
+            return {"cur": int(total), "avg": int(total)}, {"VDD_IN": {"cur": int(total)}}
         return {"rail": {"VDD_IN": rail}, "tot": tot}
 
     def close(self) -> None:
