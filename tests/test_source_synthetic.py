@@ -72,6 +72,7 @@ def test_duration_ends_the_stream():
     assert sum(c.samples.size for c in chunks) == 200_000
     assert chunks[-1].samples.size == 200_000 - 6 * 30_000
     assert source.read(0.0) is None and source.finished
+    assert source.packets and all(p.start + p.count <= 200_000 for p in source.packets)
 
 
 def test_realtime_pace_holds_back_a_block_that_is_not_due():

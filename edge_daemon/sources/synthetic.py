@@ -176,6 +176,7 @@ class SyntheticSource(Source):
             if start >= self._total:
                 return None
             samples = samples[: self._total - start]
+        done = [p for p in done if self._total is None or p.end <= self._total]
         for pkt in done:
             self.packets.append(GeneratedPacket(pkt.start, pkt.n_samples, pkt.annotation()))
         self.packets_generated += len(done)
