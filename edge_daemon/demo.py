@@ -71,8 +71,8 @@ class DemoTable:
 
     def joules_per_sample(self) -> str:
         d, t = self.daemon, self.daemon.totals
-        if d.power_status is not None:
-            return f"n/a: {d.power_status}"
+        if d.power_status is not None:  # the first clause; the log has the whole reason
+            return f"n/a: {d.power_status.split(': ')[0]}"
         if t.energy_joules is None or not t.classified:
             return "(measuring)"
         return f"{t.energy_joules / t.classified:.3g} J ({t.energy_joules:.1f} J in all)"
