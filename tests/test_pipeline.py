@@ -309,3 +309,31 @@ def test_no_power_meter_no_power_metrics(tiny_bundle):
     assert daemon.power_status
     names = {m.name for m in daemon.registry.collect()}
     assert not {"edgetc_power_watts", "edgetc_energy_joules", "edgetc_joules_per_sample"} & names
+
+
+def test_a_subscriber_that_never_reads_does_not_stall_the_daemon(tiny_bundle):
+    import zmq
+
+    config = daemon_config(tiny_bundle.directory, publisher={"sndhwm": 4})
+    source = GatedSource(synthetic(config))
+    daemon = Daemon(config, source=source)
+    daemon.start()
+    context = zmq.Context()
+    stalled = context.socket(zmq.SUB)
+    stalled.setsockopt(zmq.RCVHWM, 1)
+    stalled.setsockopt(zmq.RCVBUF, 1024)
+    stalled.setsockopt(zmq.SUBSCRIBE, b"")
+    try:
+        assert daemon.publisher is not None
+        stalled.connect(daemon.publisher.endpoint)
+        with Subscriber(daemon.publisher.endpoint) as probe:
+            probe.wait_connected()  # the stalled one joined first
+        source.gate.set()
+        assert daemon.source_done.wait(60)
+    finally:
+        daemon.stop()
+        stalled.close(linger=0)
+        context.term()
+    t = daemon.totals
+    assert t.detected > 100 and t.classified == t.detected
+    assert_counts_add_up(daemon)
