@@ -4,11 +4,8 @@ import numpy as np
 import pytest
 
 from edge_daemon.sources.base import NullEvents, SourceConfigError, source_config_from_dict
-from edge_daemon.sources.synthetic import (
-    SyntheticSource,
-    SyntheticSourceConfig,
-)
-from edge_daemon.synth.stream import NOISE_POWER
+from edge_daemon.sources.synthetic import LiveChannel, SyntheticSource, SyntheticSourceConfig
+from edge_daemon.synth.stream import NOISE_POWER, ChannelSimulator, StreamConfig
 
 
 def _read(source, n_chunks):
@@ -58,6 +55,20 @@ def test_generated_packets_stand_out_of_the_noise():
     assert np.mean(np.abs(x[busy]) ** 2) > 30 * NOISE_POWER
     idle_power = np.mean(np.abs(x[:end][~busy[:end]]) ** 2)
     assert 0.8 * NOISE_POWER < idle_power < 1.25 * NOISE_POWER
+
+
+def test_live_rendering_matches_the_recorded_channel():
+    # The live channel renders packets in complex64 with a CFO table; from the same random
+    # numbers it must give the recording's waveforms (multipath, CFO, gain), to float precision.
+    config = StreamConfig()
+    recorded, live = ChannelSimulator(config, 2), LiveChannel(config, 2)
+    _, _, done = next(recorded.chunks(1 << 18))
+    assert len(done) >= 10
+    for i, pkt in enumerate(done[:30]):
+        recorded.rng, live.rng = np.random.default_rng(i), np.random.default_rng(i)
+        want, got = recorded._render(pkt), live._render(pkt)
+        assert got.dtype == np.complex64 and got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max())
 
 
 def test_duration_ends_the_stream():

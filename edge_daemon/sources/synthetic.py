@@ -28,7 +28,8 @@ import numpy as np
 from edge_daemon.errors import SourceError
 from edge_daemon.schema import APP, SAMPLE_RATE_HZ
 from edge_daemon.sources.base import Chunk, Pacer, Source, SourceBackend, SourceConfig, SourceEvents
-from edge_daemon.synth.impairments import complex_noise
+from edge_daemon.synth.generator import synthesize
+from edge_daemon.synth.impairments import complex_noise, multipath_taps
 from edge_daemon.synth.stream import NOISE_POWER, ChannelSimulator, StreamConfig, StreamPacket
 
 KEY = "synthetic"
@@ -88,6 +89,31 @@ class LiveChannel(ChannelSimulator):
     def __init__(self, config: StreamConfig, seed: int) -> None:
         super().__init__(config, seed)
         self._noise_pool = complex_noise(NOISE_POOL_SAMPLES, NOISE_POWER, self.rng)
+        self._phasors: dict[float, np.ndarray] = {}  # CFO (Hz) -> exp(j 2 pi cfo n / fs)
+
+    def _cfo_phasor(self, cfo_hz: float, n: int) -> np.ndarray:
+        """exp(j 2 pi cfo_hz k / fs) for k < n, complex64, from a table per station CFO."""
+        table = self._phasors.get(cfo_hz)
+        if table is None or table.size < n:
+            size = max(n, 2 * (0 if table is None else table.size), 1 << 16)
+            k = np.arange(size)
+            table = np.exp(2j * np.pi * cfo_hz / SAMPLE_RATE_HZ * k).astype(np.complex64)
+            self._phasors[cfo_hz] = table
+        return table[:n]
+
+    def _render(self, pkt: StreamPacket) -> np.ndarray:
+        """As ChannelSimulator._render (`apply_channel`'s multipath and CFO, drawn from the
+        same random numbers, then the SNR gain) in complex64: the CFO rotation comes from a
+        per-station table instead of a complex128 exp per packet (a third of the time)."""
+        st = pkt.station
+        x = synthesize(pkt.spec, self.rng)
+        taps = multipath_taps(st.rms_delay_spread_ns, self.rng)
+        y = np.convolve(x, taps)[: x.size] if taps.size > 1 else x.astype(np.complex64)
+        if st.cfo_hz:
+            phase0 = np.complex64(np.exp(1j * self.rng.uniform(0, 2 * np.pi)))
+            y = y * self._cfo_phasor(st.cfo_hz, y.size) * phase0
+        gain = np.float32(np.sqrt(NOISE_POWER * 10 ** (pkt.snr_db / 10)))
+        return (y * gain).astype(np.complex64, copy=False)  # (n,)
 
     def _noise(self, n: int) -> np.ndarray:
         """`n` samples of noise: a random slice of the pool with a random phase (a copy)."""
