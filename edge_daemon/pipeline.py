@@ -164,6 +164,8 @@ class Daemon:
         self.source_done = threading.Event()
         """Set when a finite source (a recording without loop) has given everything."""
         self.recent_latencies: deque[float] = deque(maxlen=RECENT_LATENCIES)
+        self.failure: str | None = None
+        """Why a thread died (the daemon then stops and `edge-tc run` exits 1)."""
         self.power_status: str | None = None
         """Why there are no power figures (no meter, a failed meter); None while they come."""
         self.engine: Engine | None = None
@@ -309,9 +311,8 @@ class Daemon:
                     chunk.samples, chunk.first_sample_index, chunk.arrival_time
                 )
                 self._enqueue(packets)
-        except Exception:
-            log.exception("source thread failed; the daemon stops taking packets")
-            self.source_done.set()
+        except Exception as exc:
+            self._crashed("source", exc)
         finally:
             source.close()
 
@@ -324,7 +325,20 @@ class Daemon:
         self.metrics.queue_depth.set(self.batcher.depth)
 
     # -- worker thread --------------------------------------------------------------------------
+    def _crashed(self, where: str, exc: Exception) -> None:
+        """A bug or an unexpected error in a thread: log it and stop the daemon (exit 1)."""
+        log.exception("%s thread failed; stopping", where)
+        self.failure = f"{where} thread failed: {type(exc).__name__}: {exc}"
+        self.stop_event.set()
+
     def _worker_loop(self) -> None:
+        try:
+            self._work()
+        except Exception as exc:
+            self._crashed("worker", exc)
+            self._count_left_over()
+
+    def _work(self) -> None:
         source_thread = self._source_thread
         assert source_thread is not None
         drain_deadline: float | None = None
@@ -341,6 +355,9 @@ class Daemon:
                     break
                 if time.monotonic() > drain_deadline:
                     break
+        self._count_left_over()
+
+    def _count_left_over(self) -> None:
         left = self.batcher.drain()
         if left:
             log.warning("shutdown: %d queued packets not classified (drain deadline)", len(left))

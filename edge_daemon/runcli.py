@@ -134,14 +134,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     setup_logging(config.log_level)
     log = get_logger("run")
-    stop = threading.Event()
+
+    daemon = Daemon(config)
+    stop = daemon.stop_event  # set by a signal, or by a thread that failed
 
     def on_signal(signum: int, frame: object) -> None:
         log.info("%s: stopping", signal.Signals(signum).name)
-        stop.set()
+        daemon.stop_event.set()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-    daemon = Daemon(config)
     try:
         daemon.start()
         if args.demo:
@@ -152,6 +153,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         daemon.stop()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+    if daemon.failure is not None:
+        print(f"edge-tc: error: {daemon.failure}", file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_OK
 
 

@@ -337,3 +337,20 @@ def test_a_subscriber_that_never_reads_does_not_stall_the_daemon(tiny_bundle):
     t = daemon.totals
     assert t.detected > 100 and t.classified == t.detected
     assert_counts_add_up(daemon)
+
+
+def test_a_thread_that_dies_stops_the_daemon_with_the_cause(tiny_bundle):
+    def factory():
+        engine = load(tiny_bundle.directory, {"type": "onnxruntime"})
+        wrapped = Wrapped(engine, lambda e: None)
+        wrapped.infer = lambda x: {"bogus": np.zeros((len(x), 2), np.float32)}  # a broken engine
+        return wrapped
+
+    daemon = Daemon(daemon_config(tiny_bundle.directory), engine_factory=factory)
+    daemon.start()
+    try:
+        assert daemon.stop_event.wait(60), "the daemon did not stop"
+    finally:
+        daemon.stop()
+    assert daemon.failure is not None and daemon.failure.startswith("worker thread failed")
+    assert "bogus" in daemon.failure
