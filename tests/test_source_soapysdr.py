@@ -129,6 +129,16 @@ def test_stream_error_raises_source_error(soapy):
         source.read(0.1)
 
 
+def test_reopen_continues_the_index_and_flags_the_gap(soapy):
+    source = _open("driver=fake,mtu=100")
+    (first,) = _chunks(source, 1)
+    source.close()
+    source.open()
+    (second,) = _chunks(source, 1)
+    assert (first.first_sample_index, second.first_sample_index) == (0, 100)
+    assert not first.discontinuity and second.discontinuity
+
+
 def test_no_such_device(soapy):
     with pytest.raises(SourceError, match="no device for args 'driver=hackrf'"):
         _open("driver=hackrf")

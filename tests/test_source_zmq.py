@@ -256,6 +256,22 @@ def test_queued_messages_are_joined_but_never_across_a_loss(context):
     assert events.drops == {"odd_bytes": 1}
 
 
+def test_reopen_continues_the_index_and_flags_the_gap(context, tmp_path):
+    address = f"ipc://{tmp_path}/iq.sock"
+    source = _open(address=address, socket="pull", mode="bind")
+    push = context.socket(zmq.PUSH)
+    push.setsockopt(zmq.LINGER, 0)
+    push.connect(address)
+    push.send(_iq(10, 0).tobytes())
+    (first,) = _collect(source, 10)
+    source.close()
+    source.open()
+    push.send(_iq(10, 1).tobytes())
+    (second,) = _collect(source, 10)
+    assert (first.first_sample_index, second.first_sample_index) == (0, 10)
+    assert not first.discontinuity and second.discontinuity
+
+
 def test_read_returns_none_on_timeout_and_close_is_idempotent(context):
     _, endpoint = _bind(context)
     source = _open(address=endpoint)

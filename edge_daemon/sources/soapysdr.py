@@ -132,7 +132,7 @@ class SoapySDRSource(Source):
             self.close()
             raise SourceError(f"soapysdr {c.device!r}: activateStream: {self._error(status)}")
         self._next_time_ns = None
-        self._discontinuity = False
+        self._discontinuity = self._next_index > 0  # re-opened: samples were missed meanwhile
 
     def _error(self, code: int) -> str:
         return f"{self._soapy.errToStr(code)} ({code})"

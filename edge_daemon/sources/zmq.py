@@ -242,6 +242,7 @@ class ZmqSource(Source):
         self._next_offset = None
         self._peers = 0
         self._ever_connected = False
+        self._discontinuity = self._next_index > 0  # re-opened: samples were missed meanwhile
 
     @property
     def endpoint(self) -> str:
@@ -280,6 +281,10 @@ class ZmqSource(Source):
         """`chunk` followed by the contiguous messages already queued, up to coalesce_samples."""
         parts, total = [chunk], chunk.samples.size
         while total < self.config.coalesce_samples:
+            if self._monitor.poll(0):  # the peer came or went: what follows is not contiguous
+                self._read_monitor()
+                if self._discontinuity:
+                    break
             try:
                 frames = self._socket.recv_multipart(self._zmq.NOBLOCK, copy=False)
             except self._zmq.Again:
