@@ -154,7 +154,7 @@ class CounterMeter(PowerMeter):
         rate = None
         if self._last is not None:
             t0, e0 = self._last
-            delta = e - e0
+            delta = max(0.0, e - e0)  # a counter reset (NVML: driver reload) adds nothing
             self._joules += delta
             rate = delta / (t - t0) if t > t0 else None
         self._last = (t, e)
