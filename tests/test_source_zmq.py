@@ -286,6 +286,16 @@ def test_pmt_end_and_header_parser():
     nested = _pair(_symbol("k"), _pair(_long(1), b"\x06"))
     assert pmt_end(nested + b"rest", 0) == len(nested)
     assert parse_tag_header(_tag_header(42) + b"samples") == (42, 19)
+    # a tag-less header as a gr-zeromq 3.10 push_sink sends it (bytes from a capture)
+    captured = bytes.fromhex("f05f01567f2d00000000000000000000000000")
+    assert parse_tag_header(captured) == (0x2D7F56, 19)
+    tuple_ = b"\x0c" + struct.pack(">I", 2) + _long(1) + _symbol("x")
+    dict_ = b"\x09" + _pair(_symbol("k"), _double(1.0)) + b"\x06"
+    u8vector = b"\x0a\x00" + struct.pack(">I", 3) + b"\x01\x00" + b"abc"
+    for pmt in (tuple_, dict_, u8vector, _f32vector([1.0, 2.0, 3.0])):
+        assert pmt_end(pmt + b"tail", 0) == len(pmt)
+    with pytest.raises(TagHeaderError, match="truncated"):
+        pmt_end(u8vector[:-1], 0)
     with pytest.raises(TagHeaderError, match="magic"):
         parse_tag_header(struct.pack("=HBQQ", 0x1234, 1, 0, 0))
     with pytest.raises(TagHeaderError, match="truncated"):
