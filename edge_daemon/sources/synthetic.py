@@ -3,15 +3,17 @@
 The channel is `edge_daemon.synth.stream.ChannelSimulator` (802.11 DCF timing, beacons, probes,
 application sessions, background stations), rendered block by block as it is read; nothing is
 written to disk. `traffic_scale` multiplies every traffic source's packet rate (at 1.0 the
-channel carries about 260-300 packets per second), `snr_db` is the range station SNRs are drawn
-from. `pace = "realtime"` hands out blocks at 20 Msps of wall time; `"fast"` as fast as they are
-made. `duration_s` ends the stream (unset: forever). The same seed gives the same samples.
+channel carries about 250-550 packets per second, depending on the application in session),
+`snr_db` is the range station SNRs are drawn from. `pace = "realtime"` hands out blocks at
+20 Msps of wall time; `"fast"` as fast as they are made. `duration_s` ends the stream (unset:
+forever). The same seed gives the same samples.
 
-The one difference from `edge-tc synth stream`: the background noise comes from a pool drawn
-once at open (seeded, `NOISE_POOL_SAMPLES` long) and each block takes a random slice of it with
-a random phase, instead of drawing 40 M Gaussians per second. Noise generation was 40 % of the
-generator's time; with the pool it generates well ahead of real time on one core
-(docs/sources.md has the figure). The packets themselves are rendered exactly as in a recording.
+Two differences from `edge-tc synth stream`, both for speed: the background noise comes from a
+pool drawn once at open (seeded, `NOISE_POOL_SAMPLES` long), each block taking a random slice
+of it with a random phase, instead of drawing 40 M Gaussians per second (40 % of the time); and
+packets are rendered in complex64 with a CFO phasor table per station instead of a complex128
+exp per packet (a third of what was left). The packets are the recording's to float precision.
+Default traffic generates about 2.7-3x faster than real time on one core (docs/sources.md).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ TRUTH_KEPT = 10_000  # annotations of the latest packets, for demos and tests
 class SyntheticSourceConfig(SourceConfig):
     """`[source]` table for the live generator.
 
-    seed: the channel's seed. traffic_scale: multiplies every packet rate (1.0: ~260-300
+    seed: the channel's seed. traffic_scale: multiplies every packet rate (1.0: ~250-550
     packets/s). snr_db: [low, high] range of station SNRs. apps: the applications whose
     sessions cycle. pace: "realtime" or "fast". duration_s: stop after this much signal (unset:
     never). chunk_samples: samples per block.
