@@ -70,6 +70,16 @@ def test_setup_follows_the_config(soapy):
     source.close()  # idempotent
 
 
+def test_error_codes_are_the_bindings(soapy):
+    from edge_daemon.sources import soapysdr
+
+    assert (soapysdr.TIMEOUT, soapysdr.CORRUPTION, soapysdr.OVERFLOW, soapysdr.TIME_ERROR) == (
+        soapy.SOAPY_SDR_TIMEOUT, soapy.SOAPY_SDR_CORRUPTION, soapy.SOAPY_SDR_OVERFLOW,
+        soapy.SOAPY_SDR_TIME_ERROR,
+    )  # fmt: skip
+    assert soapysdr.HAS_TIME == soapy.SOAPY_SDR_HAS_TIME
+
+
 def test_agc_when_no_gain_is_set(soapy):
     _open("driver=fake")
     assert ("setGainMode", soapy.SOAPY_SDR_RX, 0, True) in soapy.DEVICES[-1].calls

@@ -36,10 +36,11 @@ from edge_daemon.sources.base import (
 KEY = "soapysdr"
 INSTALL = "apt-get install python3-soapysdr (and the SoapySDR module of your radio)"
 
-# SoapySDR/Errors.h and Constants.h: the values the binding exports under these names.
-TIMEOUT, STREAM_ERROR, CORRUPTION, OVERFLOW, NOT_SUPPORTED, TIME_ERROR, UNDERFLOW = (
-    -1, -2, -3, -4, -5, -6, -7,
-)  # fmt: skip
+# SoapySDR/Errors.h and Constants.h, exported by the binding as SOAPY_SDR_<NAME>.
+TIMEOUT = -1
+CORRUPTION = -3
+OVERFLOW = -4
+TIME_ERROR = -6
 HAS_TIME = 1 << 2
 _COUNTED_ERRORS = {CORRUPTION: "corruption", TIME_ERROR: "time_error"}
 
