@@ -15,7 +15,7 @@ from types import ModuleType
 from typing import Any
 
 from edge_daemon.errors import EdgeTcError
-from edge_daemon.schema import INPUT_LENGTH
+from edge_daemon.schema import INPUT_LENGTH, TASK_BY_NAME
 from train import MODEL_NAMES, TRAIN_EXTRA_MISSING
 
 DEFAULT_CLASSES = 3
@@ -513,6 +513,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from train.checkpoint import load_checkpoint
     from train.data import PacketDataset, balanced_split
 
+    if args.bundle is not None:
+        if args.split == "test":
+            raise ValueError("--bundle has no training split: use --split balanced or all")
+        return _evaluate_bundle(args)
+    if args.checkpoint is None:
+        raise ValueError("give --checkpoint or --bundle")
     model, spec, extra = load_checkpoint(args.checkpoint)
     tasks = extra.get("tasks")
     if args.split == "test":
@@ -542,6 +548,74 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"{result['packets']} packets ({args.split}) of {args.data}")
         for task, v in result["per_task"].items():
             print(f"  {task:>8}: accuracy {v['accuracy']:.4f}  macro-F1 {v['macro_f1']:.4f}")
+    return 0
+
+
+_ENGINE_OF_FORMAT = {"onnx": "onnxruntime", "tflite": "tflite", "tensorrt": "tensorrt"}
+
+
+def _evaluate_bundle(args: argparse.Namespace) -> int:
+    """Every model file of a bundle, run by its real engine, on --data's balanced subset (or all).
+
+    What a deployment gets: the engine's own input handling, int8 (de)quantization and batching.
+    A model whose engine is not installed here (TensorRT without a GPU) is reported as skipped.
+    """
+    import numpy as np
+
+    from engines.base import load, open_bundle
+    from train.data import PacketDataset, balanced_split
+    from train.export import gather_packets
+    from train.kpi import confusion_matrix, macro_f1
+
+    bundle = open_bundle(args.bundle)
+    dataset = PacketDataset(args.data)
+    if args.split == "balanced":
+        indices = balanced_split(dataset.labels, val=0, test=0).train
+    else:
+        indices = np.arange(len(dataset))
+    packets = gather_packets(dataset, indices)
+    result: dict[str, Any] = {
+        "bundle": str(bundle.directory),
+        "data": str(args.data),
+        "split": args.split,
+        "packets": len(packets.x),
+        "models": {},
+    }
+    for entry in bundle.models:
+        name = entry.path.name
+        config = {"type": _ENGINE_OF_FORMAT[entry.format], "model": name}
+        try:
+            engine = load(bundle, config)
+        except EdgeTcError as exc:
+            result["models"][name] = {"precision": entry.precision, "skipped": str(exc)}
+            continue
+        with engine:
+            parts: dict[str, list[np.ndarray]] = {t: [] for t in bundle.tasks}
+            for start in range(0, len(packets.x), args.batch_size):
+                probs = engine.infer(packets.x[start : start + args.batch_size])
+                for t in bundle.tasks:
+                    parts[t].append(probs[t].argmax(axis=1))
+        per_task = {}
+        for t in bundle.tasks:
+            classes = TASK_BY_NAME[t].num_classes
+            cm = confusion_matrix(packets.labels[t], np.concatenate(parts[t]), classes)
+            per_task[t] = {"accuracy": float(np.trace(cm) / cm.sum()), "macro_f1": macro_f1(cm)}
+        result["models"][name] = {
+            "format": entry.format,
+            "precision": entry.precision,
+            "engine": config["type"],
+            "per_task": per_task,
+        }
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        print(f"{result['packets']} packets ({args.split}) of {args.data}, bundle {args.bundle}")
+        for name, r in result["models"].items():
+            if "skipped" in r:
+                print(f"  {name}: skipped ({r['skipped']})")
+                continue
+            accs = "  ".join(f"{t}={v['accuracy']:.4f}" for t, v in r["per_task"].items())
+            print(f"  {name:<20} {accs}")
     return 0
 
 
@@ -663,8 +737,14 @@ def _add_fit_parsers(train_sub: argparse._SubParsersAction[argparse.ArgumentPars
     fit.add_argument("--no-progress", action="store_true", help="no progress bars")
     fit.set_defaults(func=_cmd_fit)
 
-    ev = train_sub.add_parser("evaluate", help="per-task accuracy and macro-F1 of a checkpoint")
-    ev.add_argument("--checkpoint", required=True, help="a checkpoint written by fit (best.pt)")
+    ev = train_sub.add_parser(
+        "evaluate", help="per-task accuracy and macro-F1 of a checkpoint or a bundle's models"
+    )
+    what = ev.add_mutually_exclusive_group(required=True)
+    what.add_argument("--checkpoint", help="a checkpoint written by fit (best.pt)")
+    what.add_argument(
+        "--bundle", help="an exported bundle: every model file, run by its engine (not with test)"
+    )
     ev.add_argument("--data", required=True, help="dataset directory")
     ev.add_argument(
         "--split",
