@@ -24,6 +24,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_CONFIG = 2
 REFRESH_S = 0.5
+GIL_SWITCH_INTERVAL_S = 0.0005
 
 
 def default_bundle() -> Path:
@@ -134,6 +135,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     setup_logging(config.log_level)
     log = get_logger("run")
+    # The source thread's NumPy work holds the GIL between calls; the worker must get it back
+    # within a fraction of the 2 ms budget, not CPython's default 5 ms switch interval.
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
 
     daemon = Daemon(config)
     stop = daemon.stop_event  # set by a signal, or by a thread that failed

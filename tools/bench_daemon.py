@@ -269,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     args = parser.parse_args(argv)
     bundle = args.bundle.resolve()
+    load_before = os.getloadavg()  # other work on the machine skews every figure: recorded
 
     messages, per_message, x = make_messages(args.packets, args.seed, args.message_samples)
     bare = bare_engine(bundle, x, [int(b) for b in args.batches.split(",")], args.threads)
@@ -320,7 +321,8 @@ def main(argv: list[str] | None = None) -> int:
     half = min(runs, key=lambda r: abs(r["fraction_of_bare"] - 0.5))
     report = {
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
-                    "python": platform.python_version()},
+                    "python": platform.python_version(), "loadavg_before": load_before,
+                    "loadavg_after": os.getloadavg()},
         "bundle": str(bundle),
         "config": {k: getattr(args, k) for k in CONFIG_KEYS},
         "bare_engine": bare,
