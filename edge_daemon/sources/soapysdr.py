@@ -136,7 +136,8 @@ class SoapySDRSource(Source):
         self._discontinuity = self._next_index > 0  # re-opened: samples were missed meanwhile
 
     def _error(self, code: int) -> str:
-        return f"{self._soapy.errToStr(code)} ({code})"
+        to_str = getattr(self._soapy, "errToStr", None)  # SoapySDR/Errors.hpp, 0.6 and later
+        return f"{to_str(code)} ({code})" if to_str is not None else f"error {code}"
 
     def read(self, timeout_s: float) -> Chunk | None:
         if self._stream is None:
