@@ -293,6 +293,7 @@ def _rows_for(
             "calls_per_batch": calls,
             "ms_per_call_median": round(per_call * 1e3, 4),
             "ms_per_call_p90": round(t.quantile_s(0.9) * 1e3, 4),
+            "ms_per_call_min": round(min(t.seconds) * 1e3, 4),
             "repeats": len(t.seconds),
         }
         if spec.fixed_batch:
@@ -396,12 +397,14 @@ def run_bench(
             continue
         with engine:
             log(f"{label}: {engine.info.device}, {engine.info.runtime} ...")
+            # timing first, batches in increasing order, so each row's peak RSS is what that
+            # batch needs (runtimes keep their arenas), not the agreement pass's bigger chunks
+            timings = bench_engine(engine, x, batches, warmup, repeats)
             outputs = _infer_all(engine, x)
             is_reference = engine.info.backend == "onnxruntime" and engine.info.precision == "fp32"
             if reference is None and is_reference:
                 reference = outputs
             agree = agreement(reference, outputs) if reference is not None else {}
-            timings = bench_engine(engine, x, batches, warmup, repeats)
             result.rows += _rows_for(engine, "mtl", timings, batches, agree)
     _stl_rows(result, bundle, stl_bundles, x, batches, warmup, repeats, threads, reference, log)
     result.goals = judge_goals(result)
@@ -468,17 +471,17 @@ def _stl_rows(
         engines = [load(b, config) for b in stl]
         try:
             log(f"STL x{len(engines)} onnxruntime/{precision}, sequential ...")
-            outputs: dict[str, np.ndarray] = {}
-            for e in engines:
-                outputs |= _infer_all(e, x)
-            agree = agreement(reference, outputs) if reference is not None else {}
 
             def run_all(batch: np.ndarray, engines: list[Engine] = engines) -> None:
                 for e in engines:
                     e.infer(batch)
 
-            for batch in batches:
-                t = time_calls(run_all, tile(x, batch), warmup, repeats)
+            timings = [time_calls(run_all, tile(x, b), warmup, repeats) for b in batches]
+            outputs: dict[str, np.ndarray] = {}
+            for e in engines:
+                outputs |= _infer_all(e, x)
+            agree = agreement(reference, outputs) if reference is not None else {}
+            for batch, t in zip(batches, timings, strict=True):
                 result.rows.append(
                     {
                         "engine": "onnxruntime",
@@ -498,6 +501,7 @@ def _stl_rows(
                         "calls_per_batch": len(engines),
                         "ms_per_call_median": round(t.median_s * 1e3, 4),
                         "ms_per_call_p90": round(t.quantile_s(0.9) * 1e3, 4),
+                        "ms_per_call_min": round(min(t.seconds) * 1e3, 4),
                         "repeats": len(t.seconds),
                         "note": "agreement: the STL models' answers vs the MTL FP32 model's",
                     }
@@ -628,7 +632,11 @@ def plot(result: BenchResult, path: Path) -> bool:
     ax_m.set_ylabel("process peak RSS (MiB)")
     ax_t.legend(fontsize=7)
     m = result.machine
-    fig.suptitle(f"{result.roofline['model']} on {m['cpu']}, {m['cores']} cores", fontsize=9)
+    fig.suptitle(
+        f"{result.roofline['model']} on {m['cpu']}, {m['cores']} cores, engine threads: "
+        f"{m['engine_threads']}",
+        fontsize=9,
+    )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
