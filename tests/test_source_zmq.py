@@ -68,9 +68,9 @@ def _bind(context, kind=zmq.PUB, address="tcp://127.0.0.1:*"):
     return sock, sock.getsockopt(zmq.LAST_ENDPOINT).decode()
 
 
-def _open(events=None, **config):
-    config.setdefault("coalesce_samples", 1)  # one message per chunk unless a test joins them
-    source = ZmqSource(ZmqSourceConfig(**config), events or NullEvents())
+def _open(events=None, join_samples=1, **config):
+    # one message per chunk unless a test joins them
+    source = ZmqSource(ZmqSourceConfig(**config), events or NullEvents(), join_samples)
     source.open()
     return source
 
@@ -240,7 +240,7 @@ def test_discontinuity_after_a_reconnect(context):
 def test_queued_messages_are_joined_but_never_across_a_loss(context):
     push, endpoint = _bind(context, zmq.PUSH)
     events = NullEvents()
-    source = _open(events, address=endpoint, socket="pull", coalesce_samples=2500)
+    source = _open(events, address=endpoint, socket="pull", join_samples=2500)
     sent = [_iq(1000, seed) for seed in range(8)]
     for x in sent[:4]:
         push.send(x.tobytes())

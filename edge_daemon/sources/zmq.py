@@ -47,6 +47,9 @@ INSTALL = "pyzmq (pip install pyzmq; a core dependency of edge-tc)"
 FORMAT_ALIASES = {"cf32": "cf32_le", "ci16": "ci16_le"}
 """Short names for the little-endian formats GNU Radio items are on every common host."""
 
+JOIN_SAMPLES = 65536
+"""Queued messages are joined into chunks of up to this many samples (3.3 ms at 20 Msps)."""
+
 TAG_MAGIC = 0x5FF0
 TAG_VERSION = 1
 TAG_HEADER = struct.Struct("=HBQQ")  # magic, version, offset, ntags: 19 bytes, no padding
@@ -133,9 +136,7 @@ class ZmqSourceConfig(SourceConfig):
     sample_rate_hz: the stream's rate (ZeroMQ does not carry it). pass_tags: payloads start
     with gr-zeromq's tag header. max_message_bytes: larger messages are dropped. rcvhwm:
     messages queued in the socket before ZeroMQ drops (ZMQ_RCVHWM). reconnect_ivl_ms: how soon
-    a lost connection is retried (ZMQ_RECONNECT_IVL). coalesce_samples: messages already queued
-    are joined into one chunk up to this many samples (never waiting for more; 1: one message
-    per chunk), so small messages do not cost one assembler call each.
+    a lost connection is retried (ZMQ_RECONNECT_IVL).
     """
 
     type: Literal["zmq"] = "zmq"
@@ -149,7 +150,6 @@ class ZmqSourceConfig(SourceConfig):
     max_message_bytes: int = 16 * 1024 * 1024
     rcvhwm: int = 1000
     reconnect_ivl_ms: int = 100
-    coalesce_samples: int = 65536
 
     @property
     def format_name(self) -> str:
@@ -175,20 +175,26 @@ class ZmqSourceConfig(SourceConfig):
             out.append(("rcvhwm", f"want >= 0 (0: no limit), got {self.rcvhwm}"))
         if self.reconnect_ivl_ms < 1:
             out.append(("reconnect_ivl_ms", f"want >= 1, got {self.reconnect_ivl_ms}"))
-        if self.coalesce_samples < 1:
-            out.append(
-                ("coalesce_samples", f"want >= 1 (1: no joining), got {self.coalesce_samples}")
-            )
         return out
 
 
 class ZmqSource(Source):
-    """Messages of a SUB/PULL socket as chunks (queued messages joined, see coalesce_samples)."""
+    """Messages of a SUB/PULL socket as chunks.
+
+    Messages already queued when one is read are joined to it, up to `join_samples` samples
+    (never waiting for more, never across a loss), so small messages do not cost one assembler
+    call each; `join_samples=1` gives one message per chunk.
+    """
 
     config: ZmqSourceConfig
 
-    def __init__(self, config: ZmqSourceConfig, events: SourceEvents) -> None:
+    def __init__(
+        self, config: ZmqSourceConfig, events: SourceEvents, join_samples: int = JOIN_SAMPLES
+    ) -> None:
         super().__init__(config, events)
+        if join_samples < 1:
+            raise ValueError(f"join_samples must be >= 1, got {join_samples}")
+        self.join_samples = join_samples
         self._zmq: Any = None
         self._context: Any = None
         self._socket: Any = None
@@ -278,9 +284,9 @@ class ZmqSource(Source):
                 return None
 
     def _join(self, chunk: Chunk) -> Chunk:
-        """`chunk` followed by the contiguous messages already queued, up to coalesce_samples."""
+        """`chunk` followed by the contiguous messages already queued, up to join_samples."""
         parts, total = [chunk], chunk.samples.size
-        while total < self.config.coalesce_samples:
+        while total < self.join_samples:
             if self._monitor.poll(0):  # the peer came or went: what follows is not contiguous
                 self._read_monitor()
                 if self._discontinuity:
