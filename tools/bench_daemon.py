@@ -257,9 +257,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--packets", type=int, default=1000, help="distinct bursts to cycle")
     parser.add_argument("--rates", default="0.25,0.5,0.8,1.0,1.2", help="x the bare rate")
     parser.add_argument("--seconds", type=float, default=4.0, help="per rate")
-    parser.add_argument("--threads", type=int, default=0, help="engine threads (0: ORT's)")
+    parser.add_argument(
+        "--threads", type=int, default=1,
+        help="engine threads (1: leaves the second core to the source, publisher and load)",
+    )  # fmt: skip
     parser.add_argument("--batches", default="1,4,8,16,32,64,128")
-    parser.add_argument("--max-batch", type=int, default=64)
+    parser.add_argument("--max-batch", type=int, default=8)
     parser.add_argument("--max-queue-delay-ms", type=float, default=1.0)
     parser.add_argument("--queue-size", type=int, default=4096)
     parser.add_argument("--seed", type=int, default=0)
