@@ -110,7 +110,7 @@ def blas_threads(set_to: int = 0) -> int | None:
 
 
 def measure_matmul_gflops(threads: int, seconds: float = 1.5) -> dict[str, Any]:
-    """Sustained float32 GFLOP/s of numpy matmul (median over calls for about `seconds`)."""
+    """float32 GFLOP/s of numpy matmul calls for about `seconds`: per-call rates, threads used."""
     used = blas_threads(threads)
     rng = np.random.default_rng(0)
     a = rng.standard_normal((MATMUL_SIZE, MATMUL_SIZE), dtype=np.float32)
@@ -126,10 +126,8 @@ def measure_matmul_gflops(threads: int, seconds: float = 1.5) -> dict[str, Any]:
         times.append(time.perf_counter() - start)
     flops = 2.0 * MATMUL_SIZE**3
     return {
-        "gflops": flops / statistics.median(times) / 1e9,
-        "gflops_best": flops / min(times) / 1e9,
+        "rates": [flops / t / 1e9 for t in times],
         "matmul": f"float32 {MATMUL_SIZE}x{MATMUL_SIZE} @ {MATMUL_SIZE}x{MATMUL_SIZE}",
-        "calls": len(times),
         "threads": used if used is not None else (threads or os.cpu_count() or 1),
         "threads_source": "openblas" if used is not None else "assumed",
     }
@@ -369,16 +367,12 @@ def run_bench(
     log(f"measuring float32 matmul ({MATMUL_SIZE}^3) ...")
     matmul = measure_matmul_gflops(threads)
     flops = int(bundle.manifest["model"]["flops"])
-    bound_ms = flops / (matmul["gflops"] * 1e9) * 1e3
     roofline: dict[str, Any] = {
         "model_flops_per_sample": flops,
         "model": f"{bundle.manifest['model']['architecture']} {list(bundle.tasks)}",
-        "matmul_gflops": round(matmul["gflops"], 2),
-        "matmul_gflops_best": round(matmul["gflops_best"], 2),
         "matmul": matmul["matmul"],
         "matmul_threads": matmul["threads"],
         "matmul_threads_source": matmul["threads_source"],
-        "bound_ms_per_sample": round(bound_ms, 6),
     }
     result = BenchResult(machine, roofline)
     reference: dict[str, np.ndarray] | None = None
@@ -407,6 +401,18 @@ def run_bench(
             agree = agreement(reference, outputs) if reference is not None else {}
             result.rows += _rows_for(engine, "mtl", timings, batches, agree)
     _stl_rows(result, bundle, stl_bundles, x, batches, warmup, repeats, threads, reference, log)
+    log("measuring float32 matmul again ...")
+    rates = matmul["rates"] + measure_matmul_gflops(threads)["rates"]
+    # the bound needs the machine's rate, not what other processes left of it: the fastest
+    # call of two windows (start and end of the run); the median is kept for comparison
+    best = max(rates)
+    roofline.update(
+        matmul_gflops=round(best, 2),
+        matmul_gflops_median=round(statistics.median(rates), 2),
+        matmul_calls=len(rates),
+        matmul_rate_used="fastest call, windows of 1.5 s at the start and the end of the run",
+        bound_ms_per_sample=round(flops / (best * 1e9) * 1e3, 6),
+    )
     result.goals = judge_goals(result)
     # measured / bound for ONNX Runtime FP32 at the goal batch (64, else the largest run)
     roofline["ratio_batch"] = result.goals["roofline"].get("batch")
@@ -547,7 +553,13 @@ def judge_goals(result: BenchResult) -> dict[str, Any]:
     }
     if fp32 is not None and bound > 0:
         ratio = fp32["ms_per_sample_median"] / bound
-        roofline.update(batch=at, ratio=round(ratio, 2), met=ratio <= GOAL_ROOFLINE_RATIO)
+        best = fp32["ms_per_call_min"] / fp32["timed_batch"] / bound
+        roofline.update(
+            batch=at,
+            ratio=round(ratio, 2),
+            ratio_fastest_call=round(best, 2),
+            met=ratio <= GOAL_ROOFLINE_RATIO,
+        )
     goals["roofline"] = roofline
     int8 = []
     for r in rows:

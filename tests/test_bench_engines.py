@@ -82,7 +82,8 @@ def test_bench_engines_cli(tiny_bundle, stl_bundles, tmp_path, capsys):
     roofline = result["roofline"]
     manifest = json.loads((tiny_bundle.directory / "manifest.json").read_text())
     assert roofline["model_flops_per_sample"] == manifest["model"]["flops"]
-    assert roofline["matmul_gflops"] > 0 and roofline["matmul_threads"] >= 1
+    assert roofline["matmul_gflops"] >= roofline["matmul_gflops_median"] > 0
+    assert roofline["matmul_threads"] >= 1 and roofline["matmul_calls"] >= 10
     bound = manifest["model"]["flops"] / (roofline["matmul_gflops"] * 1e9) * 1e3
     assert roofline["bound_ms_per_sample"] == pytest.approx(bound, rel=1e-2)
     assert roofline["ratio_batch"] == 4  # 64 was not run: the largest batch stands in
@@ -125,6 +126,7 @@ def test_bench_engines_cli(tiny_bundle, stl_bundles, tmp_path, capsys):
 
     goals = result["goals"]
     assert goals["roofline"]["batch"] == 4 and isinstance(goals["roofline"]["met"], bool)
+    assert 0 < goals["roofline"]["ratio_fastest_call"] <= goals["roofline"]["ratio"]
     assert {g["engine"] for g in goals["int8"]["engines"]} == {"onnxruntime", "tflite"}
     assert len(goals["batch1_latency"]["engines"]) == 3
     # no GPU here: TensorRT is listed as skipped with its reason
@@ -157,7 +159,7 @@ def test_bench_rejects_bad_arguments(tiny_bundle, tmp_path, capsys):
 
 def test_matmul_rate_and_thread_count():
     rate = bench.measure_matmul_gflops(threads=1, seconds=0.05)
-    assert rate["gflops"] > 0 and rate["calls"] >= 5
+    assert len(rate["rates"]) >= 5 and min(rate["rates"]) > 0
     if rate["threads_source"] == "openblas":
         assert rate["threads"] == 1
 
