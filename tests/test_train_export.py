@@ -222,13 +222,23 @@ def test_cli_export(trained, capsys):
     out = root / "cli_bundle"
     argv = ["train", "export", "--checkpoint", str(checkpoint), "--data", str(data)]
     argv += ["--out", str(out), "--formats", "tflite-int8", "--calib", "32", "--heldout", "60"]
+    argv += ["--int8-agreement", "0.9"]  # 32 calibration packets: a rough quantization
     assert main(argv) == 0
     assert "model_int8.tflite" in capsys.readouterr().out
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["training_data"]["training_dataset"]["seed"] == 7
     assert manifest["training_data"]["checkpoint"]["epoch"] == 8
+    assert manifest["evaluation"]["agreement_required"]["int8"] == 0.9
     assert main(argv) == 2  # the bundle directory is not empty any more
     assert "exists and is not empty" in capsys.readouterr().err
+
+
+def test_cli_export_rejects_an_impossible_agreement_bar(trained, capsys):
+    root, data, checkpoint, _, _ = trained
+    argv = ["train", "export", "--checkpoint", str(checkpoint), "--data", str(data)]
+    argv += ["--out", str(root / "never"), "--int8-agreement", "1.5"]
+    assert main(argv) == 2
+    assert "--int8-agreement must be in [0, 1]" in capsys.readouterr().err
 
 
 def test_tensorrt_missing_is_reported(monkeypatch, tmp_path):
