@@ -47,6 +47,7 @@ from edge_daemon.power import (
 )
 from edge_daemon.publisher import Classified, Publisher
 from edge_daemon.schema import INPUT_LENGTH, TASK_BY_NAME
+from edge_daemon.sdnotify import Notifier, NullNotifier
 from edge_daemon.sources.base import Source, create_source
 from engines.base import Engine, load
 
@@ -139,8 +140,12 @@ class Daemon:
         engine_factory: Callable[[], Engine] | None = None,
         power_meter: PowerMeter | None = None,
         clock: Callable[[], float] = time.monotonic,
+        notifier: Notifier | None = None,
     ) -> None:
         self.config = config
+        # systemd notify (edge_daemon/sdnotify.py): READY once the source is open, a watchdog
+        # beat from each loop, nothing when not under systemd.
+        self.notifier: Notifier = notifier if notifier is not None else NullNotifier()
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = DaemonMetrics(self.registry)
         self.totals = Totals()
@@ -272,6 +277,7 @@ class Daemon:
         backoff, is_open = POLL_S, False
         try:
             while not stop.is_set():
+                self.notifier.beat("source")
                 if not is_open:
                     try:
                         source.open()
@@ -286,6 +292,7 @@ class Daemon:
                     if self.assembler is None:
                         config = replace(self.config.assembler, sample_rate_hz=rate)
                         self.assembler = PacketAssembler(config)
+                    self.notifier.ready(f"source {source.config.type} open at {rate:.0f} samples/s")
                 assembler = self.assembler
                 assert assembler is not None
                 try:
@@ -343,6 +350,7 @@ class Daemon:
         assert source_thread is not None
         drain_deadline: float | None = None
         while True:
+            self.notifier.beat("worker")
             if self.stop_event.is_set() and drain_deadline is None:
                 drain_deadline = time.monotonic() + self.config.drain_timeout_s
             draining = drain_deadline is not None

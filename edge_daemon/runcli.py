@@ -112,6 +112,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from edge_daemon.config import file_problems, load_config
     from edge_daemon.logs import get_logger, setup_logging
     from edge_daemon.pipeline import Daemon
+    from edge_daemon.sdnotify import StatusReporter, notifier_from_env
     from edge_daemon.typed_config import ConfigProblems
 
     if args.duration is not None and not args.duration > 0:
@@ -139,7 +140,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     # within a fraction of the 2 ms budget, not CPython's default 5 ms switch interval.
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
 
-    daemon = Daemon(config)
+    notifier = notifier_from_env()  # systemd Type=notify; a no-op elsewhere
+    daemon = Daemon(config, notifier=notifier)
     stop = daemon.stop_event  # set by a signal, or by a thread that failed
 
     def on_signal(signum: int, frame: object) -> None:
@@ -152,8 +154,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.demo:
             _run_with_table(daemon, stop, args.duration)
         else:
-            _wait(daemon, stop, args.duration)
+            _wait(daemon, stop, args.duration, StatusReporter(notifier))
     finally:
+        notifier.stopping()
         daemon.stop()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
@@ -163,10 +166,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _wait(daemon: Any, stop: threading.Event, duration: float | None) -> None:
-    """Until a signal, the duration or the end of a finite source."""
+def _wait(daemon: Any, stop: threading.Event, duration: float | None, status: Any = None) -> None:
+    """Until a signal, the duration or the end of a finite source; `status`: a
+    sdnotify.StatusReporter told the totals every round."""
     deadline = None if duration is None else time.monotonic() + duration
     while not stop.is_set() and not daemon.source_done.is_set():
+        if status is not None:
+            status.tick(daemon.totals.classified, sum(daemon.totals.dropped.values()))
         left = REFRESH_S if deadline is None else min(REFRESH_S, deadline - time.monotonic())
         if left <= 0:
             return

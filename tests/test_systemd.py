@@ -1,0 +1,325 @@
+"""systemd integration: the unit passes `systemd-analyze verify`, and the notify protocol works
+against a real AF_UNIX datagram socket standing in for systemd's: READY=1 after the engine is
+warm and the source is open, WATCHDOG=1 while packets flow and none while the engine is stuck,
+STATUS= with the rate, STOPPING=1 on SIGTERM (the daemon run as `edge-tc run` in a subprocess).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from edge_daemon.config import DaemonConfig
+from edge_daemon.pipeline import Daemon
+from edge_daemon.sdnotify import (
+    NullNotifier,
+    StatusReporter,
+    SystemdNotifier,
+    notifier_from_env,
+    socket_address,
+    watchdog_interval_s,
+)
+from engines.base import Engine, load
+
+pytestmark = pytest.mark.timeout(180)
+
+ROOT = Path(__file__).resolve().parents[1]
+UNIT = ROOT / "systemd" / "edge-tc.service"
+DROP_INS = ROOT / "deploy" / "systemd" / "edge-tc.service.d"
+INSTALLED_EDGE_TC = "/opt/edge-tc/venv/bin/edge-tc"
+NEWER_THAN_237 = ("ProtectHostname", "ProtectKernelLogs", "ProtectClock", "ProtectProc",
+                  "SystemCallFilter", "ConfigurationDirectory", "PrivateUsers")  # fmt: skip
+
+
+class FakeSystemd:
+    """A datagram socket where systemd's would be; records (monotonic time, message)."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.socket.bind(socket_address(address))
+        self.socket.settimeout(0.1)
+        self.messages: list[tuple[float, str]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._receive, daemon=True)
+        self._thread.start()
+
+    def _receive(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self.socket.recv(4096)
+            except TimeoutError:
+                continue
+            for line in data.decode().split("\n"):
+                self.messages.append((time.monotonic(), line))
+
+    def times(self, message: str, since: float = 0.0, until: float = float("inf")) -> list[float]:
+        return [t for t, m in list(self.messages) if m == message and since <= t < until]
+
+    def wait_for(self, message: str, timeout_s: float) -> float:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            got = self.times(message)
+            if got:
+                return got[0]
+            time.sleep(0.02)
+        raise AssertionError(f"no {message!r} within {timeout_s} s; got {self.messages}")
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self.socket.close()
+
+
+# -- the unit --------------------------------------------------------------------------------------
+def unit_text() -> str:
+    return UNIT.read_text()
+
+
+def test_unit_runs_the_installed_daemon_as_notify_service_with_a_watchdog():
+    text = unit_text()
+    lines = {line.split("=", 1)[0]: line for line in text.splitlines() if "=" in line}
+    assert lines["Type"] == "Type=notify"
+    assert lines["Restart"] == "Restart=on-failure"
+    assert "WatchdogSec" in lines and "DynamicUser" in lines and "CacheDirectory" in lines
+    assert f"ExecStart={INSTALLED_EDGE_TC} run --config /etc/edge-tc/edge-tc.toml" in text
+    assert "DeviceAllow=char-usb_device rw" in text and "DeviceAllow=char-apex rw" in text
+    assert "SupplementaryGroups=plugdev video" in text
+    assert "PrivateDevices=yes" not in [line.strip() for line in text.splitlines()]
+    # JetPack 4.x has systemd 237: the base unit uses nothing newer (the drop-in does)
+    keys = {line.split("=", 1)[0].strip() for line in text.splitlines() if "=" in line}
+    keys = {k for k in keys if not k.startswith("#")}
+    assert not keys & set(NEWER_THAN_237), keys & set(NEWER_THAN_237)
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not found")
+@pytest.mark.parametrize("with_drop_ins", [False, True], ids=["unit", "unit+drop-ins"])
+def test_systemd_analyze_verify(tmp_path, with_drop_ins):
+    # verify needs ExecStart's binary to exist: point it at this checkout's edge-tc
+    edge_tc = Path(sys.executable).parent / "edge-tc"
+    assert edge_tc.is_file(), edge_tc
+    unit = tmp_path / "edge-tc.service"
+    unit.write_text(unit_text().replace(INSTALLED_EDGE_TC, str(edge_tc)))
+    if with_drop_ins:
+        shutil.copytree(DROP_INS, tmp_path / "edge-tc.service.d")
+    done = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60
+    )
+    # unknown keys are only warnings (exit 0): any output at all is a failure here
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "" and done.stderr.strip() == "", done.stdout + done.stderr
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not found")
+def test_systemd_analyze_verify_can_fail(tmp_path):
+    unit = tmp_path / "edge-tc.service"
+    unit.write_text(unit_text().replace("WatchdogSec=", "WatchdogSecs="))
+    done = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60
+    )
+    assert "WatchdogSecs" in done.stderr  # unknown key, and the missing /opt binary
+    assert INSTALLED_EDGE_TC in done.stderr
+
+
+# -- the protocol's pieces -------------------------------------------------------------------------
+def test_socket_address_and_watchdog_environment():
+    assert socket_address("@systemd/notify") == "\0systemd/notify"
+    assert socket_address("/run/systemd/notify") == "/run/systemd/notify"
+    assert watchdog_interval_s({}, 42) is None
+    assert watchdog_interval_s({"WATCHDOG_USEC": "30000000"}, 42) == 30.0
+    assert watchdog_interval_s({"WATCHDOG_USEC": "2000000", "WATCHDOG_PID": "42"}, 42) == 2.0
+    assert watchdog_interval_s({"WATCHDOG_USEC": "2000000", "WATCHDOG_PID": "41"}, 42) is None
+    with pytest.raises(ValueError, match="WATCHDOG_USEC: want microseconds, got 'x'"):
+        watchdog_interval_s({"WATCHDOG_USEC": "x"}, 42)
+    assert isinstance(notifier_from_env({}), NullNotifier)
+
+
+def test_pings_need_every_loop_and_half_the_interval(tmp_path):
+    systemd = FakeSystemd(f"@edge-tc-test-{os.getpid()}-{tmp_path.name}")
+    now = [0.0]
+    notifier = SystemdNotifier(systemd.address, watchdog_s=1.0, clock=lambda: now[0])
+    try:
+        notifier.beat("source")
+        notifier.beat("worker")  # before READY: nothing
+        notifier.ready("warm")
+        now[0] = 0.6
+        notifier.beat("source")  # the worker has not gone round: no ping
+        now[0] = 0.7
+        notifier.beat("worker")  # both have: ping
+        notifier.beat("worker")
+        notifier.beat("source")  # both again, but only 0 s later: no ping
+        now[0] = 1.3
+        notifier.beat("worker")  # both since the last ping, 0.6 s later: ping
+        StatusReporter(notifier, 5.0, clock=lambda: now[0]).tick(10, 0)
+        reporter = StatusReporter(notifier, 5.0, clock=lambda: now[0])
+        reporter.tick(100, 0)
+        now[0] = 6.3
+        reporter.tick(1100, 50)
+        notifier.stopping()
+        deadline = time.monotonic() + 5
+        while len(systemd.messages) < 7 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        got = [m for _, m in systemd.messages]
+        assert got == [
+            "READY=1", "STATUS=warm", "WATCHDOG=1", "WATCHDOG=1",
+            "STATUS=200 packets/s classified, 10/s dropped, 1100 in total",
+            "STOPPING=1", "STATUS=stopping",
+        ]  # fmt: skip
+    finally:
+        notifier.close()
+        systemd.close()
+
+
+# -- the daemon under a stand-in systemd -----------------------------------------------------------
+def write_config(tmp_path: Path, bundle: Path) -> Path:
+    config = tmp_path / "edge-tc.toml"
+    config.write_text(
+        f"""bundle = "{bundle}"
+[source]
+type = "synthetic"
+pace = "realtime"
+seed = 3
+[engine]
+type = "onnxruntime"
+threads = 1
+[publisher]
+bind = "tcp://127.0.0.1:*"
+[metrics]
+enabled = false
+[power]
+type = "none"
+"""
+    )
+    return config
+
+
+def test_edge_tc_run_notifies_ready_watchdog_status_and_stopping(tiny_bundle, tmp_path):
+    systemd = FakeSystemd(str(tmp_path / "notify"))
+    config = write_config(tmp_path, tiny_bundle.directory)
+    env = {**os.environ, "NOTIFY_SOCKET": systemd.address, "WATCHDOG_USEC": "1000000",
+           "OMP_NUM_THREADS": "1"}  # fmt: skip
+    env.pop("WATCHDOG_PID", None)
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "edge_daemon.cli", "run", "--config", str(config)],
+        env=env, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        ready = systemd.wait_for("READY=1", timeout_s=90)
+        assert daemon.poll() is None
+        statuses = [m for _, m in systemd.messages if m.startswith("STATUS=")]
+        assert statuses[0] == "STATUS=source synthetic open at 20000000 samples/s"
+        # the first rate line comes after STATUS_INTERVAL_S (5 s)
+        line = None
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            rates = [m for _, m in systemd.messages if "packets/s classified" in m]
+            if rates:
+                line = rates[0]
+                break
+            time.sleep(0.1)
+        assert line is not None, systemd.messages
+        pings = systemd.times("WATCHDOG=1", since=ready)
+        assert len(pings) >= 4, systemd.messages  # every 0.5 s for >= 5 s
+        assert not systemd.times("WATCHDOG=1", until=ready)
+        daemon.send_signal(signal.SIGTERM)
+        _, stderr = daemon.communicate(timeout=60)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+        systemd.close()
+    assert daemon.returncode == 0, stderr
+    stopping = systemd.times("STOPPING=1")
+    assert len(stopping) == 1 and stopping[0] > ready
+    assert "SIGTERM: stopping" in stderr
+    assert line.startswith("STATUS=") and line.endswith(" in total"), line
+
+
+class StallingEngine:
+    """A real engine whose `infer` blocks while `stalled` is set (a hung GPU call)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.stalled = threading.Event()
+        self.blocked = threading.Event()
+        self.release = threading.Event()
+        real_infer = engine.infer
+
+        def infer(batch):
+            if self.stalled.is_set():
+                self.blocked.set()
+                self.release.wait(60)
+            return real_infer(batch)
+
+        engine.infer = infer  # type: ignore[method-assign]
+
+
+def test_watchdog_pings_stop_while_the_engine_is_stuck_and_resume_after(tiny_bundle, tmp_path):
+    systemd = FakeSystemd(str(tmp_path / "notify"))
+    notifier = SystemdNotifier(systemd.address, watchdog_s=0.4)  # a ping every 0.2 s
+    config = DaemonConfig.from_dict(
+        {
+            "source": {"type": "synthetic", "pace": "realtime", "seed": 4},
+            "bundle": str(tiny_bundle.directory),
+            "engine": {"type": "onnxruntime", "threads": 1},
+            "publisher": {"bind": "tcp://127.0.0.1:*"},
+            "metrics": {"enabled": False},
+            "power": {"type": "none"},
+        },
+        "",
+    )
+    stalling: list[StallingEngine] = []
+
+    def factory() -> Engine:
+        engine = load(config.bundle, config.engine)
+        stalling.append(StallingEngine(engine))
+        return engine
+
+    daemon = Daemon(config, engine_factory=factory, notifier=notifier)
+    daemon.start()
+    try:
+        ready = systemd.wait_for("READY=1", timeout_s=60)
+        # packets flow and pings keep coming
+        deadline = time.monotonic() + 60
+        while len(systemd.times("WATCHDOG=1", since=ready)) < 5:
+            assert time.monotonic() < deadline, systemd.messages
+            time.sleep(0.02)
+        classified = daemon.totals.classified
+        pinged = len(systemd.times("WATCHDOG=1"))
+        while (
+            len(systemd.times("WATCHDOG=1")) < pinged + 5 or daemon.totals.classified == classified
+        ):
+            assert time.monotonic() < deadline, systemd.messages
+            time.sleep(0.02)
+        # the engine hangs: no ping once the worker is inside infer (at most one in flight)
+        stalling[0].stalled.set()
+        assert stalling[0].blocked.wait(30)
+        blocked_at = time.monotonic()
+        classified = daemon.totals.classified
+        time.sleep(2.0)  # ten ping intervals
+        assert len(systemd.times("WATCHDOG=1", since=blocked_at)) <= 1, systemd.messages
+        assert daemon.totals.classified == classified
+        # it comes back: pings resume
+        stalling[0].stalled.clear()
+        stalling[0].release.set()
+        resumed = time.monotonic()
+        deadline = resumed + 30
+        while len(systemd.times("WATCHDOG=1", since=resumed)) < 3:
+            assert time.monotonic() < deadline, systemd.messages
+            time.sleep(0.05)
+        assert daemon.totals.classified > classified
+    finally:
+        for engine in stalling:
+            engine.release.set()
+        daemon.stop()
+        notifier.close()
+        systemd.close()
