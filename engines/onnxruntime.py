@@ -53,6 +53,8 @@ class OnnxRuntimeConfig(EngineConfig):
     precision: which ONNX file of the bundle (fp32 or int8). device: cpu, cuda or tensorrt
     (execution provider). threads: intra-op threads, 0 = onnxruntime's default. gpu: CUDA device
     index. max_batch: packets per session.run for a dynamic-batch model (larger calls are split).
+    spin: let idle pool threads spin-wait between ops (lower latency; false leaves the cores to
+    the daemon's other threads and other processes).
     """
 
     type: Literal["onnxruntime"] = "onnxruntime"
@@ -61,6 +63,7 @@ class OnnxRuntimeConfig(EngineConfig):
     threads: int = 0
     gpu: int = 0
     max_batch: int = 256
+    spin: bool = True
 
     def problems(self) -> list[tuple[str, str]]:
         out = []
@@ -117,6 +120,9 @@ def load_onnxruntime(bundle: Bundle, config: OnnxRuntimeConfig) -> OnnxRuntimeEn
     options.intra_op_num_threads = config.threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if not config.spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     provider_options: list[dict[str, Any]] = [
         {"device_id": config.gpu} if p != "CPUExecutionProvider" else {} for p in providers
     ]

@@ -158,6 +158,17 @@ def test_tflite_without_xnnpack_gives_the_same_answer(tiny_bundle):
 # ------------------------------------------------------------------------------ batch splitting
 
 
+def test_threads_and_spinning_do_not_change_the_answer(tiny_bundle):
+    x = tiny_bundle.x[:6]
+    with load(tiny_bundle.directory, {"type": "onnxruntime", "threads": 2, "spin": False}) as e:
+        assert e.info.threads == 2
+        got = e.infer(x)
+    with load(tiny_bundle.directory, {"type": "onnxruntime", "threads": 1}) as e:
+        want = e.infer(x)
+    for task in TASK_NAMES:
+        np.testing.assert_allclose(got[task], want[task], atol=1e-6)
+
+
 def test_batch_larger_than_max_is_split(tiny_bundle):
     x = _x(11, seed=3)
     with load(tiny_bundle.directory, {"type": "onnxruntime", "max_batch": 4}) as small:
