@@ -1,16 +1,19 @@
 """The daemon's data path: source -> packet assembler -> dynamic batcher -> engine -> publisher.
 
-Three threads share one stop event, and every loop waits on it (or on a queue) with a timeout:
+Four threads share one stop event, and every loop waits on it (or on a queue) with a timeout:
 
 * source: `source.read` -> `assembler.feed` -> `batcher.put`. Never blocked: a full queue drops
   by the configured policy (counted `dropped{reason="queue_full"}`). A SourceError closes the
   source and re-opens it with back-off (counted `source_reconnects`); a chunk flagged
   `discontinuity` resets the assembler first.
-* worker: `batcher.next_batch` -> `engine.infer` -> `publisher.publish` per packet, then the
-  metrics (classified, latency per task from the arrival of the packet's last sample to its
-  publication, max_exec violations, labels, batch size, queue depth). An engine exception fails
-  that batch (counted `failed`, logged once per streak with its cause) and the worker goes on;
-  `engine_reload_after_failures` failed batches in a row reload the engine (counted).
+* worker: `batcher.next_batch` -> `engine.infer` -> a small hand-over queue (it blocks: the
+  worker is not the source). An engine exception fails that batch (counted `failed`, logged
+  once per streak with its cause) and the worker goes on; `engine_reload_after_failures`
+  failed batches in a row reload the engine (counted).
+* publisher: `publisher.publish` per packet, then the metrics (classified, latency per task
+  from the arrival of the packet's last sample to its publication, max_exec violations,
+  labels, batch size, queue depth). Its own thread so that encoding and sending (Python, under
+  the GIL) overlap the next batch's inference (native, without it).
 * power (when a meter is readable): reads it every `power.interval_s`; the meter integrates
   energy, and joules per classified packet follow each reading.
 
@@ -22,6 +25,7 @@ At rest, detected = classified + failed + dropped (all reasons).
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections import deque
@@ -53,6 +57,8 @@ from engines.base import Engine, load
 
 POLL_S = 0.1
 """Longest wait of any loop before it looks at the stop event again."""
+OUTBOX_BATCHES = 4
+"""Inferred batches waiting for the publisher thread (the worker waits when it is full)."""
 RECENT_LATENCIES = 8192
 """Latencies kept for live percentiles (`Daemon.recent_latencies`)."""
 
@@ -178,6 +184,11 @@ class Daemon:
         self.metrics_server: MetricsServer | None = None
         self._threads: list[threading.Thread] = []
         self._source_thread: threading.Thread | None = None
+        self._worker_thread: threading.Thread | None = None
+        self._publisher_thread: threading.Thread | None = None
+        self._outbox: queue.Queue[tuple[list[QueuedPacket], dict[str, np.ndarray]]] = queue.Queue(
+            OUTBOX_BATCHES
+        )
         self._meter: PowerMeter | None = None
         self._next_id = 0
         self._failure_streak = 0
@@ -215,10 +226,11 @@ class Daemon:
         for name, target in (
             ("edge-tc-source", self._source_loop),
             ("edge-tc-worker", self._worker_loop),
+            ("edge-tc-publisher", self._publisher_loop),
         ):
             thread = threading.Thread(target=target, name=name, daemon=True)
             self._threads.append(thread)
-        self._source_thread = self._threads[0]
+        self._source_thread, self._worker_thread, self._publisher_thread = self._threads
         self._meter = self._open_power()
         if self._meter is not None:
             meter = self._meter
@@ -387,7 +399,37 @@ class Daemon:
         if self._failure_streak:
             log.info("engine recovered after %d failed batches", self._failure_streak)
             self._failure_streak = 0
-        self._publish(batch, probs)
+        self._hand_over(batch, probs)
+
+    def _hand_over(self, batch: list[QueuedPacket], probs: dict[str, np.ndarray]) -> None:
+        """Queue an inferred batch for the publisher thread, waiting while it is busy."""
+        publisher_thread = self._publisher_thread
+        assert publisher_thread is not None
+        while True:
+            try:
+                self._outbox.put((batch, probs), timeout=POLL_S)
+                return
+            except queue.Full:
+                if not publisher_thread.is_alive():
+                    raise EdgeTcError("the publisher thread is gone") from None
+
+    # -- publisher thread -----------------------------------------------------------------------
+    def _publisher_loop(self) -> None:
+        worker_thread = self._worker_thread
+        assert worker_thread is not None
+        try:
+            while True:
+                try:
+                    batch, probs = self._outbox.get(timeout=POLL_S)
+                except queue.Empty:
+                    if worker_thread.is_alive():
+                        continue
+                    while not self._outbox.empty():  # the worker's last batches
+                        self._publish(*self._outbox.get_nowait())
+                    return
+                self._publish(batch, probs)
+        except Exception as exc:
+            self._crashed("publisher", exc)
 
     def _publish(self, batch: list[QueuedPacket], probs: dict[str, np.ndarray]) -> None:
         """Publish each packet (its latency measured as it goes out), then the batch's metrics."""

@@ -352,5 +352,5 @@ def test_a_thread_that_dies_stops_the_daemon_with_the_cause(tiny_bundle):
         assert daemon.stop_event.wait(60), "the daemon did not stop"
     finally:
         daemon.stop()
-    assert daemon.failure is not None and daemon.failure.startswith("worker thread failed")
+    assert daemon.failure is not None and daemon.failure.startswith("publisher thread failed")
     assert "bogus" in daemon.failure
