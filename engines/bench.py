@@ -322,6 +322,9 @@ def bench_engine(
 
 
 def _configs(bundle: Bundle, threads: int, only: Sequence[str]) -> list[EngineConfig]:
+    unknown = sorted(set(only) - set(backends()))
+    if unknown:
+        raise ValueError(f"--engines: unknown {unknown}; the engines are {list(backends())}")
     configs = []
     for key, backend in backends().items():
         if only and key not in only:

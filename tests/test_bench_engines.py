@@ -155,6 +155,20 @@ def test_bench_rejects_bad_arguments(tiny_bundle, tmp_path, capsys):
     )
     assert code != 0
     assert "no manifest" in capsys.readouterr().err
+    code = main(
+        [
+            "bench",
+            "engines",
+            "--bundle",
+            str(tiny_bundle.directory),
+            "--engines",
+            "onnxruntime,openvino",
+            "--out",
+            str(tmp_path / "b.json"),
+        ]
+    )
+    assert code != 0
+    assert "--engines: unknown ['openvino']" in capsys.readouterr().err
 
 
 def test_matmul_rate_and_thread_count():
