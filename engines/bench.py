@@ -322,9 +322,6 @@ def bench_engine(
 
 
 def _configs(bundle: Bundle, threads: int, only: Sequence[str]) -> list[EngineConfig]:
-    unknown = sorted(set(only) - set(backends()))
-    if unknown:
-        raise ValueError(f"--engines: unknown {unknown}; the engines are {list(backends())}")
     configs = []
     for key, backend in backends().items():
         if only and key not in only:
@@ -357,6 +354,9 @@ def run_bench(
         raise ValueError(f"--batch wants sizes >= 1, got {list(batches)}")
     if repeats < 1 or warmup < 0:
         raise ValueError(f"want --repeats >= 1 and --warmup >= 0, got {repeats}, {warmup}")
+    unknown = sorted(set(only) - set(backends()))
+    if unknown:
+        raise ValueError(f"--engines: unknown {unknown}; the engines are {list(backends())}")
     batches = sorted(set(batches))
     bundle = load_manifest(bundle_dir)
     machine = describe_machine(threads)
