@@ -127,6 +127,7 @@ class LiveChannel(ChannelSimulator):
         self, chunk_samples: int = 1 << 16
     ) -> Iterator[tuple[int, np.ndarray, list[StreamPacket]]]:
         """Yield (first sample index, samples, packets that end in this chunk), forever."""
+        # ChannelSimulator.chunks with the pooled noise: the parent draws its noise inline.
         while True:
             start, stop = self._cursor, self._cursor + chunk_samples
             while self._queue and self._queue[0][0] < stop:
