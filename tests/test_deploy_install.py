@@ -1,0 +1,148 @@
+"""Install scripts and per-board configs: the configs pass `edge-tc check-config`, the scripts
+are valid bash whose --dry-run plan installs what the unit runs, and the drop-in they write
+passes `systemd-analyze verify` next to the unit."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edge_daemon.config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = [ROOT / "tools" / n for n in ("install_common.sh", "install_jetson.sh",
+                                         "install_rpi_coral.sh")]  # fmt: skip
+CONFIGS = {
+    "jetson-orin.toml": ("/opt/edge-tc/models/default", "tensorrt"),
+    "rpi-coral.toml": ("/opt/edge-tc/models/default-edgetpu", "tflite"),
+}
+EDGE_TC = [sys.executable, "-m", "edge_daemon.cli"]
+
+
+def dry_run(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", str(ROOT / "tools" / script), "--dry-run", *args],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+
+
+def written_file(plan: str, path: str) -> str:
+    """The content a --dry-run plan shows for `+ write PATH`."""
+    match = re.search(rf"^\+ write {re.escape(path)} \(mode \d+\)\n((?:\|   .*\n?)*)", plan, re.M)
+    assert match, plan
+    return "".join(line[4:] + "\n" for line in match.group(1).splitlines())
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_board_config_passes_check_config(name):
+    path = ROOT / "deploy" / name
+    bundle, engine = CONFIGS[name]
+    # the bundle is where the install script puts it, which is not here: check with ours
+    done = subprocess.run(
+        [*EDGE_TC, "check-config", str(path), "--set", f"bundle={ROOT / 'models' / 'default'}"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"{path}: OK"
+    config = load_config(path)
+    assert config.bundle == bundle and config.engine.type == engine
+    assert config.publisher.bind.startswith("tcp://127.0.0.1:")
+    assert config.metrics.addr == "127.0.0.1"
+
+
+def test_check_config_rejects_a_broken_board_config(tmp_path):
+    broken = (ROOT / "deploy" / "jetson-orin.toml").read_text().replace("fp16", "fp8")
+    (tmp_path / "x.toml").write_text(broken)
+    done = subprocess.run(
+        [*EDGE_TC, "check-config", str(tmp_path / "x.toml")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "engine.precision" in done.stderr and "fp8" in done.stderr
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_scripts_are_valid_bash(script):
+    done = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed")
+def test_scripts_pass_shellcheck():
+    done = subprocess.run(
+        ["shellcheck", "-x", *map(str, SCRIPTS)], capture_output=True, text=True, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stdout
+
+
+def unit_exec_start() -> str:
+    unit = (ROOT / "systemd" / "edge-tc.service").read_text()
+    return re.search(r"^ExecStart=(\S+) run --config (\S+)$", unit, re.M).groups()
+
+
+def test_jetson_plan_installs_what_the_unit_runs():
+    done = dry_run("install_jetson.sh", "--l4t-release", "36")
+    assert done.returncode == 0, done.stderr
+    plan = done.stdout
+    binary, config = unit_exec_start()
+    venv = binary.removesuffix("/bin/edge-tc")
+    assert f"-m venv --system-site-packages {venv}\n" in plan
+    assert re.search(rf"{venv}/bin/pip install \S+\\\[onnx\\\] .*pycuda", plan)
+    assert f"install -m 0644 {ROOT}/deploy/jetson-orin.toml {config}\n" in plan
+    assert f"+ {binary} check-config {config}\n" in plan
+    assert f"cp -r {ROOT}/models/default /opt/edge-tc/models/default.new" in plan
+    assert "install -m 0644 " + str(ROOT / "systemd" / "edge-tc.service") in plan
+    assert plan.index("check-config") < plan.index("systemctl enable --now edge-tc.service")
+
+
+def test_jetpack_4_is_refused_with_the_reason():
+    done = dry_run("install_jetson.sh", "--l4t-release", "32")
+    assert done.returncode == 1
+    assert "Python >= 3.10" in done.stderr and "Python 3.6" in done.stderr
+    section = "Jetson TX2 / JetPack 4.6"
+    assert section in done.stderr
+    assert f"### {section}" in (ROOT / "docs" / "operations.md").read_text()
+
+
+def test_rpi_coral_needs_a_compiled_bundle():
+    done = dry_run("install_rpi_coral.sh", "--any-os")
+    assert done.returncode == 1 and "model_int8_edgetpu.tflite" in done.stderr
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not found")
+@pytest.mark.parametrize(
+    "script, args",
+    [
+        ("install_rpi_coral.sh", ["--any-os", "--bundle", "models/default", "--pci"]),
+        ("install_jetson.sh", ["--l4t-release", "36"]),
+    ],
+    ids=["rpi-pci", "jetson"],
+)
+def test_the_board_drop_in_verifies_with_the_unit(tmp_path, script, args):
+    done = dry_run(script, *args)
+    assert done.returncode == 0, done.stderr
+    drop_in = written_file(done.stdout, "/etc/systemd/system/edge-tc.service.d/50-board.conf")
+    assert drop_in.startswith("# Written by ") and "[Service]\n" in drop_in
+    if "--pci" in args:
+        assert "SupplementaryGroups=apex\n" in drop_in
+        assert 'SUBSYSTEM=="apex", MODE="0660", GROUP="apex"' in written_file(
+            done.stdout, "/etc/udev/rules.d/65-apex.rules"
+        )
+    binary, _ = unit_exec_start()
+    unit = tmp_path / "edge-tc.service"
+    unit.write_text(
+        (ROOT / "systemd" / "edge-tc.service").read_text().replace(binary, sys.executable)
+    )
+    (tmp_path / "edge-tc.service.d").mkdir()
+    (tmp_path / "edge-tc.service.d" / "50-board.conf").write_text(
+        drop_in + "DeviceAllow=/dev/null rw\n"
+    )
+    verified = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60
+    )
+    assert verified.returncode == 0 and not verified.stderr.strip(), verified.stderr
