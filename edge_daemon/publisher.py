@@ -24,6 +24,7 @@ import json
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -52,9 +53,16 @@ class PublisherConfig(TypedConfig):
     format: Literal["json", "msgpack"] = "json"
     topics: tuple[str, ...] = (TOPIC_ALL,)
     sndhwm: int = 10_000
+    # -- CurveZMQ (see `enable_curve`; docs/operations.md, "Security") --
+    curve_secret_key_file: str = ""
+    curve_authorized_keys_dir: str = ""
 
     def problems(self) -> list[tuple[str, str]]:
         out = []
+        if self.curve_authorized_keys_dir and not self.curve_secret_key_file:
+            out.append(
+                ("curve_authorized_keys_dir", "needs curve_secret_key_file (the server's key)")
+            )
         if "://" not in self.bind:
             out.append(
                 ("bind", f"want a ZeroMQ endpoint like tcp://127.0.0.1:5556, got {self.bind!r}")
@@ -150,6 +158,14 @@ class Publisher:
         self._socket = self._context.socket(zmq.PUB)
         self._socket.setsockopt(zmq.SNDHWM, config.sndhwm)
         self._socket.setsockopt(zmq.LINGER, LINGER_MS)
+        self._authenticator: Any = None
+        if config.curve_secret_key_file:
+            try:
+                self._authenticator = enable_curve(self._context, self._socket, config)
+            except ConfigError:
+                self._socket.close(linger=0)
+                self._context.term()
+                raise
         try:
             self._socket.bind(config.bind)
         except zmq.ZMQError as exc:
@@ -188,8 +204,53 @@ class Publisher:
     def close(self) -> None:
         """Close the socket (queued messages get LINGER_MS to go) and the context."""
         if not self._socket.closed:
+            if self._authenticator is not None:
+                self._authenticator.stop()
             self._socket.close()
             self._context.term()
+
+
+def enable_curve(
+    context: zmq.Context[Any], socket: zmq.Socket[Any], config: PublisherConfig
+) -> Any:
+    """Make `socket` a CurveZMQ server (encrypted; clients need its public key).
+
+    `curve_secret_key_file`: the server's secret certificate as `zmq.auth.create_certificates`
+    writes it (`*.key_secret`). `curve_authorized_keys_dir`: a directory of client public
+    certificates (`*.key`); only those clients may connect (a ZAP authenticator thread, returned
+    for `stop()`), read once at start. Without it any client that has the server's public key
+    may subscribe (encryption, no client authentication): returns None.
+    """
+    import zmq.auth
+    from zmq.auth.thread import ThreadAuthenticator
+
+    key = "publisher.curve_secret_key_file"
+    if not zmq.has("curve"):
+        raise ConfigError(f"{key}: this libzmq ({zmq.zmq_version()}) has no CURVE support")
+    try:
+        public, secret = zmq.auth.load_certificate(config.curve_secret_key_file)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{key}: cannot read {config.curve_secret_key_file!r}: {exc}") from None
+    if secret is None:
+        raise ConfigError(
+            f"{key}: {config.curve_secret_key_file!r} holds no secret key (a public certificate?"
+            " want the server's *.key_secret)"
+        )
+    authenticator = None
+    if config.curve_authorized_keys_dir:
+        keys_dir = config.curve_authorized_keys_dir
+        if not Path(keys_dir).is_dir() or not any(Path(keys_dir).glob("*.key")):
+            raise ConfigError(
+                f"publisher.curve_authorized_keys_dir: {keys_dir!r} is not a directory of client "
+                "public certificates (*.key)"
+            )
+        authenticator = ThreadAuthenticator(context)
+        authenticator.start()
+        authenticator.configure_curve(domain="*", location=keys_dir)
+    socket.curve_secretkey = secret
+    socket.curve_publickey = public
+    socket.curve_server = True
+    return authenticator
 
 
 @dataclass(frozen=True)
@@ -271,6 +332,7 @@ __all__ = [
     "PublisherConfig",
     "Subscriber",
     "decode_payload",
+    "enable_curve",
     "encoder",
     "label_entry",
     "topic_of",
