@@ -36,7 +36,7 @@ class BatcherConfig(TypedConfig):
 
     section: ClassVar[str] = "batcher"
     max_batch: int = 32
-    max_queue_delay_ms: float = 1.0
+    max_queue_delay_ms: float = 0.0
     queue_size: int = 1024
     drop_policy: DropPolicy = "oldest"
 

@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     parser.add_argument("--batches", default="1,4,8,16,32,64,128")
     parser.add_argument("--max-batch", type=int, default=8)
-    parser.add_argument("--max-queue-delay-ms", type=float, default=1.0)
+    parser.add_argument("--max-queue-delay-ms", type=float, default=0.0)
     parser.add_argument("--queue-size", type=int, default=4096)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
