@@ -1,0 +1,241 @@
+"""GNU Radio as the real peer: a headless flowgraph (deploy/gnuradio/iq_to_edge_tc.py: file source
+of a generator-made SigMF recording -> throttle at 20 MS/s -> zeromq.pub_sink) feeds `edge-tc
+run` (the zmq source) in a subprocess; our subscriber collects the classifications.
+
+They match the recording's annotations as in the edge_daemon end-to-end test: every annotated
+packet is classified, dropped and counted, or missed by the detector (< 10 %), and the per-task
+accuracy against the annotations is within 2 points of the same engine run offline on the
+assembler's packets of the same samples. Skips when GNU Radio's Python bindings are missing.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_daemon.assembler import AssemblerConfig, PacketAssembler
+from edge_daemon.cli import main as edge_tc
+from edge_daemon.inspect import default_tolerance_samples, match_intervals
+from edge_daemon.iq.sigmf_io import Recording, open_recording
+from edge_daemon.pipeline import packets_to_batch
+from edge_daemon.publisher import Subscriber
+from edge_daemon.schema import TASKS
+from engines.base import load
+
+pytestmark = pytest.mark.timeout(300)
+ROOT = Path(__file__).resolve().parents[1]
+FLOWGRAPH = ROOT / "deploy" / "gnuradio" / "iq_to_edge_tc.py"
+BUNDLE = ROOT / "models" / "default"
+TAIL_S = 0.004  # zeros after the recording (80k samples) so that its last packet ends
+
+
+def gnuradio_python() -> str | None:
+    """A Python that has GNU Radio's zeromq blocks (the system's, Debian `gnuradio`)."""
+    for python in ("/usr/bin/python3", shutil.which("python3")):
+        if python and subprocess.run(
+            [python, "-c", "from gnuradio import zeromq, blocks"], capture_output=True
+        ).returncode == 0:  # fmt: skip
+            return python
+    return None
+
+
+GR_PYTHON = gnuradio_python()
+pytestmark = [
+    pytestmark,
+    pytest.mark.skipif(GR_PYTHON is None, reason="GNU Radio (python3 gnuradio.zeromq) not found"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def established_to(port: int) -> bool:
+    """Is there an ESTABLISHED TCP connection to 127.0.0.1:port (/proc/net/tcp)?"""
+    target = f"0100007F:{port:04X}"
+    lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return any(f.split()[2] == target and f.split()[3] == "01" for f in lines)
+
+
+class LogReader:
+    """Collects a subprocess's stderr lines in a thread."""
+
+    def __init__(self, stream) -> None:
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream) -> None:
+        for line in stream:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_for(self, pattern: str, timeout_s: float) -> re.Match[str]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                if match := re.search(pattern, line):
+                    return match
+            time.sleep(0.05)
+        raise AssertionError(f"no {pattern!r} in {timeout_s} s:\n" + "\n".join(self.lines))
+
+    def join(self) -> None:
+        self._thread.join(timeout=10)
+
+
+def offline(rec: Recording, samples: np.ndarray, config: AssemblerConfig):
+    """The assembler's packets of the same samples, and the engine's labels for them."""
+    assembler = PacketAssembler(config)
+    packets = []
+    for start in range(0, samples.size, 65536):
+        packets += assembler.feed(samples[start : start + 65536], start)
+    with load(BUNDLE, {"type": "onnxruntime", "threads": 1}) as engine:
+        probs = engine.infer(packets_to_batch(packets))
+    labels = [{t: int(probs[t][i].argmax()) for t in probs} for i in range(len(packets))]
+    return packets, labels
+
+
+def accuracy(pairs, predicted, rec: Recording) -> dict[str, float]:
+    return {
+        task.name: float(
+            np.mean(
+                [
+                    predicted[d][task.name]
+                    == task.index(rec.annotations[t][f"edge_tc:{task.name}"])
+                    for d, t in pairs
+                ]
+            )
+        )
+        for task in TASKS
+    }
+
+
+def test_gnuradio_flowgraph_feeds_the_daemon(tmp_path):
+    base = tmp_path / "rec"
+    assert edge_tc(["synth", "stream", "--out", str(base), "--seconds", "0.4", "--seed", "5",
+                    "--traffic-scale", "3", "--quiet"]) == 0  # fmt: skip
+    rec = open_recording(base)
+    truth = [
+        (int(a["core:sample_start"]), int(a["core:sample_start"] + a["core:sample_count"]))
+        for a in rec.annotations
+    ]
+    assert len(truth) > 200
+    tail = np.zeros(round(TAIL_S * rec.sample_rate_hz), np.complex64)
+    samples = np.concatenate([rec.read(), tail])  # what the flowgraph sends, (n,) complex64
+    assembler_config = AssemblerConfig(sample_rate_hz=rec.sample_rate_hz)
+    packets, offline_labels = offline(rec, samples, assembler_config)
+    tolerance = default_tolerance_samples(assembler_config)
+    pre = assembler_config.pre_trigger_samples
+    offline_pairs = match_intervals(
+        [(p.start_sample + pre, p.end_sample) for p in packets], truth, tolerance
+    )
+
+    port = free_port()
+    config = tmp_path / "edge-tc.toml"
+    config.write_text(
+        f"""bundle = "{BUNDLE}"
+[source]
+type = "zmq"
+address = "tcp://127.0.0.1:{port}"
+socket = "sub"
+sample_format = "cf32_le"
+sample_rate_hz = {rec.sample_rate_hz}
+[engine]
+type = "onnxruntime"
+threads = 1
+[batcher]
+max_batch = 16
+queue_size = 4096
+[publisher]
+bind = "tcp://127.0.0.1:*"
+[metrics]
+enabled = false
+[power]
+type = "none"
+"""
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "edge_daemon.cli", "run", "--config", str(config)],
+        stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    flowgraph = subprocess.Popen(
+        [GR_PYTHON, str(FLOWGRAPH), "--sigmf", str(base), "--tail-s", str(TAIL_S),
+         "--address", f"tcp://127.0.0.1:{port}", "--wait"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=tmp_path,
+    )  # fmt: skip
+    log = LogReader(daemon.stderr)
+    received = []
+    try:
+        endpoint = log.wait_for(r"publishing on (tcp://\S+?),", 120).group(1)
+        assert flowgraph.stdout.readline().startswith("bound "), flowgraph.stderr.read()
+        deadline = time.monotonic() + 30
+        while not established_to(port):  # the daemon's SUB has connected to the pub_sink
+            assert time.monotonic() < deadline, "the daemon did not connect to the flowgraph"
+            time.sleep(0.05)
+        time.sleep(0.5)  # its SUBSCRIBE travels after the handshake
+        with Subscriber(endpoint) as sub:
+            sub.wait_connected()
+            collector = threading.Thread(
+                target=lambda: received.extend(sub.collect(count=None, idle_timeout_s=5.0))
+            )
+            collector.start()
+            flowgraph.stdin.write("go\n")
+            flowgraph.stdin.flush()
+            out, err = flowgraph.communicate(timeout=120)
+            assert flowgraph.returncode == 0, err
+            assert out.strip() == f"done {samples.size}"
+            collector.join(timeout=120)
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(timeout=60)
+    finally:
+        for process in (flowgraph, daemon):
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        log.join()
+    assert daemon.returncode == 0, "\n".join(log.lines)
+    stopped = log.wait_for(
+        r"stopped: detected (\d+), classified (\d+), failed (\d+), dropped (\{.*\})", 1
+    )
+    detected, classified, failed = (int(stopped.group(i)) for i in (1, 2, 3))
+    dropped = sum(int(v) for v in re.findall(r": (\d+)", stopped.group(4)))
+    assert "source dropped" not in "\n".join(log.lines)  # no malformed or lost messages
+
+    # counts add up; the daemon saw what the offline assembler saw
+    assert detected == classified + failed + dropped
+    assert detected == len(packets)
+    payloads = [m.payload for m in received]
+    assert len(payloads) == classified
+    daemon_labels = [{t: p["labels"][t]["index"] for t in p["labels"]} for p in payloads]
+    daemon_pairs = match_intervals(
+        [(p["sample_start"] + pre, p["sample_end"]) for p in payloads], truth, tolerance
+    )
+    matched = {t for _, t in daemon_pairs}
+    detected_truth = {t for _, t in offline_pairs}
+    assert matched <= detected_truth
+    missed = len(truth) - len(detected_truth)
+    assert missed < 0.1 * len(truth)
+    assert len(detected_truth - matched) <= dropped + failed
+
+    # the labels match the annotations as well as the same engine offline does
+    offline_acc = accuracy(offline_pairs, offline_labels, rec)
+    daemon_acc = accuracy(daemon_pairs, daemon_labels, rec)
+    for task in TASKS:
+        assert abs(daemon_acc[task.name] - offline_acc[task.name]) <= 0.02, (
+            daemon_acc,
+            offline_acc,
+        )
