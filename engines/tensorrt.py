@@ -386,8 +386,10 @@ def build_plan(
     """
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    explicit = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
-    network = builder.create_network(0 if tensorrt_major(trt) >= 10 else explicit)
+    if tensorrt_major(trt) >= 10:  # the EXPLICIT_BATCH flag is deprecated, ignored, then gone
+        network = builder.create_network(0)
+    else:
+        network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(onnx):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))

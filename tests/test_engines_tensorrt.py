@@ -94,7 +94,8 @@ class FakeTensorRT(types.ModuleType):
         self.cuda = cuda
         self.built: list[dict] = []
         self.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda s, level=2: None})
-        self.NetworkDefinitionCreationFlag = _Enum(EXPLICIT_BATCH=0)
+        if self.major < 10:  # deprecated in 10.x, so the 10.x fake leaves it out
+            self.NetworkDefinitionCreationFlag = _Enum(EXPLICIT_BATCH=0)
         self.MemoryPoolType = _Enum(WORKSPACE=0)
         self.BuilderFlag = _Enum(FP16=0)
         self.TensorIOMode = _Enum(NONE=0, INPUT=1, OUTPUT=2)
