@@ -683,3 +683,25 @@ def test_registry_lists_the_backends_and_takes_plugins(tiny_bundle):
                 onnx_backend.bench_configs,
             )
         )
+
+
+# ------------------------------------------------------------------------- the shipped bundles
+
+
+@pytest.mark.parametrize("name", ["default", "default-pruned-int8"])
+def test_shipped_bundle_runs_on_every_cpu_engine(name):
+    directory = Path(__file__).resolve().parent.parent / "models" / name
+    if not (directory / MANIFEST_NAME).is_file():
+        pytest.skip(f"models/{name} is not in this checkout")
+    from engines.bench import bench_packets
+
+    x, _ = bench_packets(32, None, seed=7)
+    with load(directory, {"type": "onnxruntime", "threads": 1}) as fp32:
+        reference = fp32.infer(x)
+    _check_probabilities(reference, len(x))
+    for config in ({"type": "onnxruntime", "precision": "int8"}, {"type": "tflite"}):
+        with load(directory, {**config, "threads": 1}) as engine:
+            got = engine.infer(x)
+        _check_probabilities(got, len(x), atol=8 / 256)
+        for task in ("phy", "frame"):  # the easy tasks: INT8 must not break them
+            assert np.mean(got[task].argmax(1) == reference[task].argmax(1)) >= 0.9
