@@ -211,15 +211,36 @@ type = "none"
     raise SystemExit("the daemon did not start in 60 s")
 
 
+def busy_ticks() -> int:
+    """CPU ticks spent by anything on the machine (all cores), from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    return sum(fields) - fields[3] - fields[4]  # less idle and iowait
+
+
+def process_ticks(pid: int) -> int:
+    """utime + stime of one process (all its threads)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
 def measure_rate(
     feeder: zmq.Socket, receiver: Receiver, metrics_url: str, messages: list[bytes],
-    per_message: list[int], rate: float, seconds: float,
+    per_message: list[int], rate: float, seconds: float, daemon_pid: int,
 ) -> dict[str, Any]:  # fmt: skip
     before = scrape(metrics_url)
+    ticks = (busy_ticks(), process_ticks(daemon_pid), process_ticks(os.getpid()))
     start_index = len(receiver.got)
     t0 = time.monotonic()
     sent = feed(feeder, messages, per_message, rate, seconds)
     t1 = time.monotonic()
+    busy, daemon_cpu, bench_cpu = (
+        busy_ticks() - ticks[0],
+        process_ticks(daemon_pid) - ticks[1],
+        process_ticks(os.getpid()) - ticks[2],
+    )
+    hz = os.sysconf("SC_CLK_TCK")
     time.sleep(1.0)  # let the queue drain before counting
     after = scrape(metrics_url)
     got = receiver.got[start_index:]
@@ -232,6 +253,10 @@ def measure_rate(
 
     return {
         "offered_packets_per_s": round(sent / (t1 - t0), 1),
+        # cores busy while feeding: the daemon, this load generator, everything else
+        "cpu_cores_daemon": round(daemon_cpu / hz / (t1 - t0), 2),
+        "cpu_cores_load_generator": round(bench_cpu / hz / (t1 - t0), 2),
+        "cpu_cores_other": round((busy - daemon_cpu - bench_cpu) / hz / (t1 - t0), 2),
         "sent": sent,
         "received": len(got),
         "delivered_packets_per_s": round(window_count / max(1e-9, t1 - t0 - 0.5), 1),
@@ -301,8 +326,9 @@ def main(argv: list[str] | None = None) -> int:
             for fraction in [float(r) for r in args.rates.split(",")]:
                 rate = fraction * bare["packets_per_s"]
                 result = measure_rate(
-                    feeder, receiver, metrics_url, messages, per_message, rate, args.seconds
-                )
+                    feeder, receiver, metrics_url, messages, per_message, rate, args.seconds,
+                    proc.pid,
+                )  # fmt: skip
                 result["fraction_of_bare"] = fraction
                 result["delivered_fraction_of_bare"] = round(
                     result["delivered_packets_per_s"] / bare["packets_per_s"], 3
