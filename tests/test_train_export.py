@@ -296,3 +296,23 @@ def test_equalize_heads_keeps_the_function_and_tames_a_starved_unit(trained):
 def test_equalize_heads_leaves_other_models_alone():
     resnet = ModelSpec("resnet", {"classes": 3, "length": 864}).build()
     assert ex.equalize_heads(resnet, ["phy"]) is resnet
+
+
+def test_fold_trunk_batchnorm_is_the_same_function_with_int8_friendly_ops(trained):
+    _, _, _, model, packets = trained
+    folded = ex.fold_trunk_batchnorm(model, TASK_NAMES)
+    assert folded is not model
+    assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in folded.trunk)
+    assert any(isinstance(m, torch.nn.BatchNorm1d) for m in model.trunk)  # the original is kept
+    x = torch.from_numpy(packets.x[:32])
+    with torch.no_grad():
+        a, b = model.eval()(x), folded(x)
+    for t in TASK_NAMES:
+        np.testing.assert_allclose(b[t].numpy(), a[t].numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_onnx_int8_has_no_float_batchnorm(bundle):
+    import onnx
+
+    graph = onnx.load(str(bundle.select("onnx", "int8").path)).graph
+    assert "BatchNormalization" not in {n.op_type for n in graph.node}

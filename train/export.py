@@ -531,6 +531,48 @@ def equalize_heads(model: nn.Module, tasks: Sequence[str]) -> nn.Module:
     return model
 
 
+class ChannelShift(nn.Module):
+    """x + shift per channel: what is left of a BatchNorm whose scale folded into the conv."""
+
+    shift: torch.Tensor
+
+    def __init__(self, shift: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("shift", shift.reshape(1, -1, 1).clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.shift
+
+
+def fold_trunk_batchnorm(model: nn.Module, tasks: Sequence[str]) -> nn.Module:
+    """A copy whose trunk BatchNorms (after a ReLU) fold into the conv before, for ONNX INT8.
+
+    With every scale a > 0, a * relu(z) + c = relu(a * z) + c: the conv takes the scale and a
+    `ChannelShift` (one int8 Add) keeps c in place, so the shift still meets the next conv's zero
+    padding as it did. ONNX Runtime has no int8 BatchNormalization: left alone, each block runs
+    it in float between a dequantize and a quantize. A block with a non-positive scale keeps its
+    BatchNorm. Models other than ConvTrunk1d + DenseHead come back unchanged (not copied).
+    """
+    try:
+        trunk, _ = _heads(model, tasks)
+        _trunk_blocks(trunk)
+    except ValueError:
+        return model
+    model = copy.deepcopy(model).eval()
+    trunk, _ = _heads(model, tasks)
+    with torch.no_grad():
+        for conv, bn, _pool in _trunk_blocks(trunk):
+            a, c = (torch.from_numpy(v).float() for v in _bn_affine(bn))
+            if not bool(torch.all(a > 0)):
+                continue
+            conv.weight.mul_(a[:, None, None])
+            if conv.bias is not None:
+                conv.bias.mul_(a)
+            index = next(i for i, m in enumerate(trunk) if m is bn)
+            trunk[index] = ChannelShift(c)
+    return model
+
+
 def tflite_float_model(model: nn.Module, tasks: Sequence[str]) -> bytes:
     """The model as a float32 TFLite graph of Edge-TPU-mappable ops, batch 1, NHWC input.
 
@@ -1011,6 +1053,10 @@ def _export_all(
         fp32_onnx = scratch / "model_fp32.onnx"
         if needs_fp32_onnx:
             export_onnx_fp32(model, fp32_onnx, tasks, opset=onnx_opset)
+        int8_source = scratch / "model_fp32_folded.onnx"
+        if "onnx-int8" in formats:
+            folded = fold_trunk_batchnorm(model, tasks)
+            export_onnx_fp32(folded, int8_source, tasks, opset=onnx_opset)
         for fmt in formats:
             kind, precision = bundle_mod.EXPORTS[fmt]
             name = _FILE_NAMES[fmt]
@@ -1019,7 +1065,7 @@ def _export_all(
             if fmt == "onnx-fp32":
                 shutil.copyfile(fp32_onnx, path)
             elif fmt == "onnx-int8":
-                export_onnx_int8(fp32_onnx, path, calib.x)
+                export_onnx_int8(int8_source, path, calib.x)
             elif fmt == "tflite-int8":
                 export_tflite_int8(model, path, tasks, calib.x)
             else:
