@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     if datatype not in ("cf32_le", "cf32"):
         parser.error(f"{meta_path}: core:datatype {datatype!r}; this flowgraph reads cf32_le")
     rate_hz = float(meta["global"]["core:sample_rate"])
-    tail = int(round(args.tail_s * rate_hz))
+    tail = round(args.tail_s * rate_hz)
     flowgraph = IqToEdgeTc(data_path, rate_hz, args.address, args.repeat, tail)
     if args.wait:
         print(f"bound {args.address}", flush=True)
