@@ -43,6 +43,8 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+PacketGain = Literal["unit_rms", "none"]
+"""How packets are scaled before the engine (`pipeline.packets_to_batch`)."""
 
 
 def _default_engine() -> EngineConfig:
@@ -96,6 +98,7 @@ class DaemonConfig(TypedConfig):
     publisher: PublisherConfig = field(default_factory=PublisherConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     power: PowerConfig = field(default_factory=PowerConfig)
+    packet_gain: PacketGain = "unit_rms"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     drain_timeout_s: float = 2.0
     engine_reload_after_failures: int = 3
@@ -237,6 +240,7 @@ __all__ = [
     "BatcherConfig",
     "DaemonConfig",
     "MetricsConfig",
+    "PacketGain",
     "PublisherConfig",
     "apply_overrides",
     "assembler_config_from_dict",

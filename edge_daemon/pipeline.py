@@ -38,7 +38,7 @@ from prometheus_client import CollectorRegistry
 
 from edge_daemon.assembler import Packet, PacketAssembler
 from edge_daemon.batcher import DynamicBatcher
-from edge_daemon.config import DaemonConfig
+from edge_daemon.config import DaemonConfig, PacketGain
 from edge_daemon.errors import ConfigError, EdgeTcError, SourceError
 from edge_daemon.logs import get_logger
 from edge_daemon.metrics import DaemonMetrics, MetricsServer
@@ -121,12 +121,24 @@ class Totals:
         return self.classified + self.failed + sum(self.dropped.values())
 
 
-def packets_to_batch(packets: list[Packet]) -> np.ndarray:
-    """Packets' complex IQ -> the bundle's input, float32 (n, 2, 3000): row 0 I, row 1 Q."""
-    x = np.empty((len(packets), 2, INPUT_LENGTH), np.float32)  # (n, 2, L)
+def packets_to_batch(packets: list[Packet], gain: PacketGain = "unit_rms") -> np.ndarray:
+    """Packets' complex IQ -> the model's input, float32 (n, 2, 3000): row 0 I, row 1 Q.
+
+    `gain` "unit_rms" scales each packet to unit mean power over its own samples (not the zero
+    padding), the level the training packets have: the dataset generator models packets after a
+    receiver's AGC (unit signal power, +-6 dB), while a stream carries them at their received
+    level, tens of dB lower. "none" passes the samples as they are.
+    """
+    x = np.zeros((len(packets), 2, INPUT_LENGTH), np.float32)  # (n, 2, L)
     for i, p in enumerate(packets):
-        x[i, 0] = p.iq.real
-        x[i, 1] = p.iq.imag
+        iq = p.iq[:INPUT_LENGTH]
+        if gain == "unit_rms":
+            used = iq[: max(1, min(p.num_samples, iq.size))]
+            power = float(np.vdot(used, used).real) / used.size
+            if power > 0:
+                iq = iq * np.float32(1.0 / np.sqrt(power))
+        x[i, 0, : iq.size] = iq.real
+        x[i, 1, : iq.size] = iq.imag
     return x
 
 
@@ -388,7 +400,7 @@ class Daemon:
     def _process(self, batch: list[QueuedPacket]) -> None:
         n = len(batch)
         self.metrics.batch_size.observe(n)
-        x = packets_to_batch([q.packet for q in batch])  # (n, 2, L)
+        x = packets_to_batch([q.packet for q in batch], self.config.packet_gain)  # (n, 2, L)
         try:
             if self.engine is None:
                 raise EdgeTcError("no engine loaded (the last reload failed)")

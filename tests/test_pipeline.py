@@ -84,13 +84,35 @@ class Wrapped:
         self.engine.close()
 
 
-def test_packets_to_batch_rows_are_i_then_q():
+def fake_packet(iq: np.ndarray, num_samples: int):
     class P:
-        iq = (np.arange(3000) + 1j * -np.arange(3000)).astype(np.complex64)
+        pass
 
-    x = packets_to_batch([P(), P()])
+    p = P()
+    p.iq = iq.astype(np.complex64)
+    p.num_samples = num_samples
+    return p
+
+
+def test_packets_to_batch_rows_are_i_then_q():
+    iq = np.arange(3000) + 1j * -np.arange(3000)
+    x = packets_to_batch([fake_packet(iq, 3000)] * 2, gain="none")
     assert x.shape == (2, 2, 3000) and x.dtype == np.float32
     assert x[1, 0, 5] == 5 and x[1, 1, 5] == -5
+
+
+def test_unit_rms_gain_scales_each_packet_over_its_own_samples():
+    rng = np.random.default_rng(0)
+    loud = np.zeros(3000, np.complex128)
+    loud[:1000] = (rng.standard_normal(1000) + 1j * rng.standard_normal(1000)) * 0.05
+    quiet = np.concatenate([loud[:1000] * 0.01, np.zeros(2000)])
+    x = packets_to_batch([fake_packet(loud, 1000), fake_packet(quiet, 1000)])
+    power = (x[:, :, :1000] ** 2).sum(axis=1).mean(axis=1)  # (2,) mean |iq|^2 over the packet
+    assert power == pytest.approx([1.0, 1.0], rel=1e-4)
+    assert not x[:, :, 1000:].any()  # the zero padding stays zero
+    assert np.allclose(x[0], x[1], atol=1e-5)  # only the level differed
+    silent = packets_to_batch([fake_packet(np.zeros(3000), 500)])
+    assert not silent.any()
 
 
 class GatedSource(Source):
