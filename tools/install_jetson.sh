@@ -77,7 +77,8 @@ install_config "$SRC_DIR/deploy/jetson-orin.toml"
 # The GPU's device nodes differ by board and release (TX2/Xavier /dev/nvhost-*-gpu, Orin
 # /dev/nvgpu/igpu0/*): allow the ones this board has. jtop's group when jetson-stats is there.
 nodes=()
-for node in /dev/nvmap /dev/nvhost-* /dev/nvgpu/igpu0/* /dev/host1x-fence /dev/nvidia*; do
+for node in /dev/nvmap /dev/nvhost-* /dev/nvgpu/igpu0/* /dev/host1x-fence /dev/nvsciipc \
+    /dev/nvidia*; do
     [[ -c $node ]] && nodes+=("$node")
 done
 groups=""
