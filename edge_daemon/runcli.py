@@ -38,7 +38,9 @@ def demo_table(bundle: Path) -> dict[str, Any]:
     return {
         "source": {"type": "synthetic", "pace": "realtime"},
         "bundle": str(bundle),
-        "engine": {"type": "onnxruntime", "precision": "fp32", "device": "cpu"},
+        # one engine thread: a few hundred packets/s need a fraction of a core, and the generator
+        # (the demo's source) wants the rest
+        "engine": {"type": "onnxruntime", "precision": "fp32", "device": "cpu", "threads": 1},
     }
 
 
