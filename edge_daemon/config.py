@@ -213,15 +213,13 @@ def load_config(
 
     `base`: the table to start from when there is no file (`run --demo`).
     """
-    data = read_toml(path) if path is not None else _deep_copy(base or {})
-    data = apply_overrides(data, overrides)
-    config = DaemonConfig.from_dict(data, "")
-    if path is not None and config.bundle and not Path(config.bundle).is_absolute():
-        in_file = "bundle" in read_toml(path) and not any(
-            o.partition("=")[0].strip() == "bundle" for o in overrides
-        )
-        if in_file:
-            config = dataclasses.replace(config, bundle=str(Path(path).parent / config.bundle))
+    raw = read_toml(path) if path is not None else _deep_copy(base or {})
+    config = DaemonConfig.from_dict(apply_overrides(raw, overrides), "")
+    from_file = path is not None and "bundle" in raw
+    overridden = any(parse_override(item)[0] == ["bundle"] for item in overrides)
+    if from_file and not overridden and config.bundle and not Path(config.bundle).is_absolute():
+        assert path is not None
+        config = dataclasses.replace(config, bundle=str(Path(path).parent / config.bundle))
     return config
 
 
