@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -376,3 +377,30 @@ def test_a_thread_that_dies_stops_the_daemon_with_the_cause(tiny_bundle):
         daemon.stop()
     assert daemon.failure is not None and daemon.failure.startswith("publisher thread failed")
     assert "bogus" in daemon.failure
+
+
+POWER_TREES = Path(__file__).resolve().parent / "data" / "power"
+
+
+def test_power_from_a_fake_orin_sysfs_tree(tiny_bundle):
+    """The real INA3221 hwmon meter on a tree laid out as an Orin NX's (VDD_IN 7.30368 W)."""
+    power = {"type": "auto", "sysfs_root": str(POWER_TREES / "orin_nx"), "interval_s": 0.05}
+    daemon = Daemon(daemon_config(tiny_bundle.directory, power=power))
+    run_to_end(daemon)
+    t = daemon.totals
+    assert daemon.power_status is None
+    assert value(daemon, "edgetc_power_watts") == pytest.approx(7.30368)
+    assert t.energy_joules is not None and t.energy_joules > 0
+    assert value(daemon, "edgetc_energy_joules_total") == pytest.approx(t.energy_joules)
+    assert value(daemon, "edgetc_joules_per_sample") == pytest.approx(
+        t.energy_joules / t.classified
+    )
+
+
+def test_auto_power_on_an_empty_tree_says_why(tiny_bundle):
+    power = {"type": "auto", "sysfs_root": str(POWER_TREES / "empty")}
+    daemon = Daemon(daemon_config(tiny_bundle.directory, power=power))
+    run_to_end(daemon)
+    assert daemon.power_status is not None
+    assert daemon.power_status.startswith("no power meter readable")
+    assert daemon.registry.get_sample_value("edgetc_power_watts") is None
