@@ -279,15 +279,26 @@ def test_watchdog_pings_stop_while_the_engine_is_stuck_and_resume_after(tiny_bun
     )
     stalling: list[StallingEngine] = []
 
+    warmed: list[float] = []
+
     def factory() -> Engine:
         engine = load(config.bundle, config.engine)
         stalling.append(StallingEngine(engine))
+        real_warmup = engine.warmup
+
+        def slow_warmup(batch: int = 1) -> None:  # a TensorRT plan build, in miniature
+            time.sleep(0.5)
+            real_warmup(batch)
+            warmed.append(time.monotonic())
+
+        engine.warmup = slow_warmup  # type: ignore[method-assign]
         return engine
 
     daemon = Daemon(config, engine_factory=factory, notifier=notifier)
     daemon.start()
     try:
         ready = systemd.wait_for("READY=1", timeout_s=60)
+        assert warmed and ready > warmed[0]  # READY only once the engine is warm
         # packets flow and pings keep coming
         deadline = time.monotonic() + 60
         while len(systemd.times("WATCHDOG=1", since=ready)) < 5:

@@ -17,6 +17,11 @@ publishes. Every `--interval` seconds the soak reads the process's resident set
   line), and the subscriber received one message per classified packet;
 * `fds_flat`: the number of open file descriptors did not grow after the warm-up.
 
+`rss_growth` also reports the largest rise between two samples (and when) and the growth over
+the second half of the run: a leak climbs steadily, an allocator that grows once (ONNX Runtime's
+CPU arena the first time a backlog makes large batches of new sizes: about 30 MB for
+models/default) steps and stays. Either way the check fails above the limit.
+
 Writes everything (settings, machine, samples, summary, checks) as JSON; exits 0 when every
 check passed, 1 otherwise.
 """
@@ -65,6 +70,7 @@ def read_metrics(url: str) -> dict[str, Any]:
     with urllib.request.urlopen(url, timeout=5) as response:
         text = response.read().decode()
     out: dict[str, Any] = {"dropped": 0.0, "buckets": {t: {} for t in TASK_NAMES}}
+    batch_buckets: dict[str, float] = {}
     names = {
         "edgetc_packets_detected_total": "detected",
         "edgetc_packets_classified_total": "classified",
@@ -81,6 +87,12 @@ def read_metrics(url: str) -> dict[str, Any]:
                 out["dropped"] += s.value
             elif s.name == "edgetc_latency_seconds_bucket":
                 out["buckets"][s.labels["task"]][s.labels["le"]] = s.value
+            elif s.name == "edgetc_batch_size_bucket":
+                batch_buckets[s.labels["le"]] = s.value
+    # engine calls on more than half of max_batch: a backlog (the queue held packets, each
+    # 3000 complex64 samples = 24 KB, and the allocator may keep that memory)
+    if batch_buckets:
+        out["batches_over_16"] = batch_buckets["+Inf"] - batch_buckets.get("16.0", 0.0)
     return out
 
 
@@ -163,6 +175,21 @@ class Counter:
 
 def median_of(values: Sequence[float]) -> float:
     return float(statistics.median(values))
+
+
+def rss_shape(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """A leak climbs steadily; a buffer or arena that grows once steps and stays. For telling
+    them apart: the largest rise between two samples and when, and the growth over the second
+    half of the run after the warm-up."""
+    rss = [s["rss_bytes"] for s in samples]
+    rises = [(rss[i] - rss[i - 1], samples[i]["t_s"]) for i in range(1, len(rss))]
+    step, at = max(rises) if rises else (0, None)
+    half = rss[len(rss) // 2 :]
+    return {
+        "largest_step_mib": round(step / 2**20, 1),
+        "largest_step_at_s": at,
+        "second_half_growth": round(half[-1] / half[0] - 1, 4) if half else None,
+    }
 
 
 def soak(args: argparse.Namespace) -> dict[str, Any]:
@@ -251,6 +278,7 @@ def summarize(args, samples, warmup_s, log, returncode, ran_until_stopped, final
             "baseline_mib": round(base / 2**20, 1), "end_mib": round(end / 2**20, 1),
             "max_mib": round(max(s["rss_bytes"] for s in after) / 2**20, 1),
             "limit": args.max_rss_growth,
+            **rss_shape(after),
         }  # fmt: skip
         threads_base = after[0]["threads"]
         fewest = min(s["threads"] for s in after)
