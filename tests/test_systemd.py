@@ -180,6 +180,21 @@ def test_pings_need_every_loop_and_half_the_interval(tmp_path):
 
 
 # -- the daemon under a stand-in systemd -----------------------------------------------------------
+def unit_commands(config: Path) -> tuple[list[str], list[str]]:
+    """ExecStartPre= and ExecStart= of the unit, run with this checkout's edge-tc on `config`."""
+    edge_tc = str(Path(sys.executable).parent / "edge-tc")
+    lines = dict(
+        line.split("=", 1) for line in unit_text().splitlines() if line.startswith("ExecStart")
+    )
+
+    def command(key: str) -> list[str]:
+        words = lines[key].split()
+        assert words[0] == INSTALLED_EDGE_TC and words[-1] == "/etc/edge-tc/edge-tc.toml"
+        return [edge_tc, *words[1:-1], str(config)]
+
+    return command("ExecStartPre"), command("ExecStart")
+
+
 def write_config(tmp_path: Path, bundle: Path) -> Path:
     config = tmp_path / "edge-tc.toml"
     config.write_text(
@@ -208,10 +223,12 @@ def test_edge_tc_run_notifies_ready_watchdog_status_and_stopping(tiny_bundle, tm
     env = {**os.environ, "NOTIFY_SOCKET": systemd.address, "WATCHDOG_USEC": "1000000",
            "OMP_NUM_THREADS": "1"}  # fmt: skip
     env.pop("WATCHDOG_PID", None)
-    daemon = subprocess.Popen(
-        [sys.executable, "-m", "edge_daemon.cli", "run", "--config", str(config)],
-        env=env, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    # the unit's own command lines, with this checkout's edge-tc and the test's config
+    pre, start = unit_commands(config)
+    checked = subprocess.run(pre, env=env, capture_output=True, text=True, timeout=120)
+    assert checked.returncode == 0 and checked.stdout.strip() == f"{config}: OK", checked.stderr
+    assert not systemd.messages  # check-config does not notify
+    daemon = subprocess.Popen(start, env=env, stderr=subprocess.PIPE, text=True)
     try:
         ready = systemd.wait_for("READY=1", timeout_s=90)
         assert daemon.poll() is None
