@@ -209,6 +209,30 @@ type = "none"
         )  # fmt: skip
         assert 0 < float(p99[0]["value"][1]) < math.inf
 
+        # every Grafana panel query is valid PromQL and, but for the metrics that only exist
+        # with a power meter or after a loss, returns series from this daemon
+        board = json.loads((ROOT / "deploy" / "grafana" / "edge-tc.json").read_text())
+        may_be_empty = (
+            "edgetc_power_watts", "edgetc_joules_per_sample", "edgetc_energy_joules_total",
+            "edgetc_source_dropped_samples_total",
+        )  # fmt: skip
+        wait_until(  # rate() needs two scrapes in its window
+            lambda: promql(prom, "count_over_time(edgetc_packets_classified_total[1m]) >= 3"),
+            30, "three scrapes",
+        )  # fmt: skip
+        queried = 0
+        for panel in board["panels"]:
+            for t in panel.get("targets", []):
+                expr = (
+                    t["expr"].replace("$job", "edge-tc").replace("$instance", ".*")
+                    .replace("$__rate_interval", "1m")
+                )  # fmt: skip
+                result = promql(prom, expr)
+                if not any(name in expr for name in may_be_empty):
+                    assert result, (panel["title"], expr)
+                queried += 1
+        assert queried > 20
+
         # every alerting rule was loaded and evaluates without error
         def evaluated() -> list[dict] | None:
             body = json.loads(http_get(f"{prom}/api/v1/rules"))
