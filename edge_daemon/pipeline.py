@@ -67,10 +67,14 @@ log = get_logger("daemon")
 
 @dataclass(eq=False)
 class QueuedPacket:
-    """A detected packet waiting for the engine, numbered in detection order."""
+    """A detected packet waiting for the engine, numbered in detection order, with its model
+    input already made (by the source thread: the worker is the busier one)."""
 
     packet_id: int
-    packet: Packet
+    start_sample: int
+    end_sample: int
+    arrival_time: float
+    x: np.ndarray  # (2, L) float32, as `packet_input` makes it
 
 
 class MetricsEvents:
@@ -121,25 +125,31 @@ class Totals:
         return self.classified + self.failed + sum(self.dropped.values())
 
 
-def packets_to_batch(packets: list[Packet], gain: PacketGain = "unit_rms") -> np.ndarray:
-    """Packets' complex IQ -> the model's input, float32 (n, 2, 3000): row 0 I, row 1 Q.
+def packet_input(packet: Packet, gain: PacketGain = "unit_rms") -> np.ndarray:
+    """A packet's complex IQ -> the model's input, float32 (2, 3000): row 0 I, row 1 Q.
 
-    `gain` "unit_rms" scales each packet to unit mean power over its own samples (not the zero
+    `gain` "unit_rms" scales the packet to unit mean power over its own samples (not the zero
     padding), the level the training packets have: the dataset generator models packets after a
     receiver's AGC (unit signal power, +-6 dB), while a stream carries them at their received
     level, tens of dB lower. "none" passes the samples as they are.
     """
-    x = np.zeros((len(packets), 2, INPUT_LENGTH), np.float32)  # (n, 2, L)
-    for i, p in enumerate(packets):
-        iq = p.iq[:INPUT_LENGTH]
-        if gain == "unit_rms":
-            used = iq[: max(1, min(p.num_samples, iq.size))]
-            power = float(np.vdot(used, used).real) / used.size
-            if power > 0:
-                iq = iq * np.float32(1.0 / np.sqrt(power))
-        x[i, 0, : iq.size] = iq.real
-        x[i, 1, : iq.size] = iq.imag
+    x = np.zeros((2, INPUT_LENGTH), np.float32)  # (2, L)
+    iq = packet.iq[:INPUT_LENGTH]
+    if gain == "unit_rms":
+        used = iq[: max(1, min(packet.num_samples, iq.size))]
+        power = float(np.vdot(used, used).real) / used.size
+        if power > 0:
+            iq = iq * np.float32(1.0 / np.sqrt(power))
+    x[0, : iq.size] = iq.real
+    x[1, : iq.size] = iq.imag
     return x
+
+
+def packets_to_batch(packets: list[Packet], gain: PacketGain = "unit_rms") -> np.ndarray:
+    """`packet_input` of each packet, stacked: float32 (n, 2, 3000)."""
+    if not packets:
+        return np.zeros((0, 2, INPUT_LENGTH), np.float32)
+    return np.stack([packet_input(p, gain) for p in packets])  # (n, 2, L)
 
 
 class Daemon:
@@ -351,7 +361,10 @@ class Daemon:
         for packet in packets:
             self.metrics.detected.inc()
             self.totals.detected += 1
-            self.batcher.put(QueuedPacket(self._next_id, packet))
+            arrival = packet.arrival_time if packet.arrival_time is not None else self._clock()
+            x = packet_input(packet, self.config.packet_gain)  # (2, L)
+            queued = QueuedPacket(self._next_id, packet.start_sample, packet.end_sample, arrival, x)
+            self.batcher.put(queued)
             self._next_id += 1
         self.metrics.queue_depth.set(self.batcher.depth)
 
@@ -400,7 +413,7 @@ class Daemon:
     def _process(self, batch: list[QueuedPacket]) -> None:
         n = len(batch)
         self.metrics.batch_size.observe(n)
-        x = packets_to_batch([q.packet for q in batch], self.config.packet_gain)  # (n, 2, L)
+        x = np.stack([q.x for q in batch])  # (n, 2, L)
         try:
             if self.engine is None:
                 raise EdgeTcError("no engine loaded (the last reload failed)")
@@ -449,10 +462,8 @@ class Daemon:
         m = self.metrics
         latencies = np.empty(len(batch), np.float64)  # (n,) seconds
         for i, q in enumerate(batch):
-            p = q.packet
-            arrival = p.arrival_time if p.arrival_time is not None else self._clock()
             item = Classified(
-                q.packet_id, p.start_sample, p.end_sample, arrival,
+                q.packet_id, q.start_sample, q.end_sample, q.arrival_time,
                 {t: v[i] for t, v in probs.items()},
             )  # fmt: skip
             latencies[i] = self.publisher.publish(item)
@@ -552,4 +563,12 @@ class Daemon:
             m.joules_per_sample.set(reading.joules_total / self.totals.classified)
 
 
-__all__ = ["POLL_S", "Daemon", "MetricsEvents", "QueuedPacket", "Totals", "packets_to_batch"]
+__all__ = [
+    "POLL_S",
+    "Daemon",
+    "MetricsEvents",
+    "QueuedPacket",
+    "Totals",
+    "packet_input",
+    "packets_to_batch",
+]
