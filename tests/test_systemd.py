@@ -335,7 +335,7 @@ def test_watchdog_pings_stop_while_the_engine_is_stuck_and_resume_after(tiny_bun
         classified = daemon.totals.classified
         time.sleep(2.0)  # ten ping intervals
         assert len(systemd.times("WATCHDOG=1", since=blocked_at)) <= 1, systemd.messages
-        assert daemon.totals.classified == classified
+        assert daemon.totals.classified == classified, (classified, daemon.totals, len(stalling))
         # it comes back: pings resume
         stalling[0].stalled.clear()
         stalling[0].release.set()
