@@ -146,3 +146,36 @@ def test_the_board_drop_in_verifies_with_the_unit(tmp_path, script, args):
         ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60
     )
     assert verified.returncode == 0 and not verified.stderr.strip(), verified.stderr
+
+
+def test_install_steps_for_real_into_a_temporary_root(tmp_path):
+    """The shared steps run (not --dry-run) with their target directories under tmp_path: the
+    bundle copy, the config that is never overwritten once edited, the unit and its drop-ins."""
+    script = f"""
+set -euo pipefail
+source {ROOT}/tools/install_common.sh
+PREFIX={tmp_path}/opt ETC_DIR={tmp_path}/etc UNIT_DIR={tmp_path}/units
+install_bundle {ROOT}/models/default default
+install_config {ROOT}/deploy/jetson-orin.toml
+echo '# edited' >> {tmp_path}/etc/edge-tc.toml
+install_config {ROOT}/deploy/jetson-orin.toml
+install_unit "apex" /dev/null
+"""
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "keeping your" in done.stdout
+    example = (ROOT / "deploy" / "jetson-orin.toml").read_text()
+    assert (tmp_path / "etc" / "edge-tc.toml").read_text() == example + "# edited\n"
+    assert (tmp_path / "etc" / "edge-tc.toml.new").read_text() == example
+    bundle = tmp_path / "opt" / "models" / "default"
+    shipped = sorted(p.name for p in (ROOT / "models" / "default").iterdir())
+    assert sorted(p.name for p in bundle.iterdir()) == shipped
+    assert not (tmp_path / "opt" / "models" / "default.new").exists()
+    units = tmp_path / "units"
+    unit = (ROOT / "systemd" / "edge-tc.service").read_text()
+    assert (units / "edge-tc.service").read_text() == unit
+    drop_in = (units / "edge-tc.service.d" / "50-board.conf").read_text()
+    assert drop_in.endswith("[Service]\nSupplementaryGroups=apex\nDeviceAllow=/dev/null rw\n")
+    version = subprocess.run(["systemctl", "--version"], capture_output=True, text=True)
+    newer = version.returncode == 0 and int(version.stdout.split()[1]) >= 245
+    assert (units / "edge-tc.service.d" / "hardening-v245.conf").exists() == newer

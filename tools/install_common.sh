@@ -114,8 +114,8 @@ install_unit() {
     local groups=$1
     shift
     local version dropins=$UNIT_DIR/edge-tc.service.d
-    run install -m 0644 "$SRC_DIR/systemd/edge-tc.service" "$UNIT_DIR/edge-tc.service"
     run mkdir -p "$dropins"
+    run install -m 0644 "$SRC_DIR/systemd/edge-tc.service" "$UNIT_DIR/edge-tc.service"
     version=$(systemd_version)
     if [[ -n $version && $version -ge 245 ]]; then
         run install -m 0644 "$SRC_DIR/deploy/systemd/edge-tc.service.d/hardening-v245.conf" \
