@@ -49,7 +49,7 @@ from edge_daemon.power import (
     PowerUnavailable,
     open_power_meter,
 )
-from edge_daemon.publisher import Classified, Publisher
+from edge_daemon.publisher import Classified, Publisher, label_entries
 from edge_daemon.schema import INPUT_LENGTH, TASK_BY_NAME
 from edge_daemon.sdnotify import Notifier, NullNotifier
 from edge_daemon.sources.base import Source, create_source
@@ -461,10 +461,10 @@ class Daemon:
         assert self.publisher is not None
         m = self.metrics
         latencies = np.empty(len(batch), np.float64)  # (n,) seconds
-        for i, q in enumerate(batch):
+        for i, (q, labels) in enumerate(zip(batch, label_entries(probs), strict=True)):
             item = Classified(
                 q.packet_id, q.start_sample, q.end_sample, q.arrival_time,
-                {t: v[i] for t, v in probs.items()},
+                {t: v[i] for t, v in probs.items()}, labels,
             )  # fmt: skip
             latencies[i] = self.publisher.publish(item)
         for name, task_probs in probs.items():

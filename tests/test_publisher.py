@@ -16,6 +16,7 @@ from edge_daemon.publisher import (
     PublisherConfig,
     Subscriber,
     decode_payload,
+    label_entries,
 )
 from edge_daemon.schema import TASKS
 from edge_daemon.typed_config import ConfigProblems
@@ -36,6 +37,16 @@ def item(packet_id: int, age_s: float = 0.001) -> Classified:
     probs = probs_for({"phy": 2, "frame": 2, "app_type": 1, "app": 4})
     return Classified(packet_id, 1000 * packet_id, 1000 * packet_id + 3000,
                       time.monotonic() - age_s, probs)  # fmt: skip
+
+
+def test_label_entries_pick_each_packets_top_class():
+    probs = {"phy": np.array([[0.1, 0.2, 0.7], [0.6, 0.3, 0.1]], np.float32),
+             "frame": np.array([[0.2, 0.5, 0.3], [0.0, 0.0, 1.0]], np.float32)}  # fmt: skip
+    got = label_entries(probs)
+    assert got[0]["phy"] == {"label": "802.11n", "index": 2, "probability": pytest.approx(0.7)}
+    assert got[1]["phy"] == {"label": "802.11b", "index": 0, "probability": pytest.approx(0.6)}
+    assert got[0]["frame"]["label"] == "ctrl" and got[1]["frame"]["label"] == "data"
+    assert label_entries({}) == []
 
 
 @pytest.fixture
