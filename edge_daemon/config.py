@@ -28,8 +28,8 @@ from typing import Any, Literal
 
 from edge_daemon.assembler import AssemblerConfig
 from edge_daemon.batcher import BatcherConfig
-from edge_daemon.bundle import MANIFEST_NAME
-from edge_daemon.errors import ConfigError
+from edge_daemon.bundle import MANIFEST_NAME, load_manifest
+from edge_daemon.errors import ConfigError, ModelError
 from edge_daemon.metrics import MetricsConfig
 from edge_daemon.power import PowerConfig
 from edge_daemon.publisher import PublisherConfig
@@ -230,6 +230,10 @@ def file_problems(config: DaemonConfig) -> list[str]:
     manifest = Path(config.bundle) / MANIFEST_NAME
     if not manifest.is_file():
         return [f"bundle: {config.bundle!r} has no {MANIFEST_NAME} (not a model bundle)"]
+    try:  # the manifest's keys and every file's sha256, as `run` checks before loading
+        load_manifest(config.bundle)
+    except ModelError as exc:
+        return [f"bundle: {exc}"]
     return []
 
 

@@ -228,6 +228,19 @@ def test_a_tampered_bundle_is_refused_by_edge_tc_run(tmp_path):
     assert "\nRestartPreventExitStatus=2\n" in unit
 
 
+def test_check_config_refuses_a_tampered_bundle(tmp_path):
+    """The unit runs `check-config` before starting: it verifies the hashes as `run` does."""
+    bundle = tampered_bundle(tmp_path)
+    config = tmp_path / "edge-tc.toml"
+    config.write_text(f'bundle = "{bundle}"\n[source]\ntype = "synthetic"\n')
+    done = subprocess.run(
+        [sys.executable, "-m", "edge_daemon.cli", "check-config", str(config)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "does not match the manifest" in done.stdout + done.stderr
+
+
 # -- no pickles -----------------------------------------------------------------------------------
 PICKLE_MODULES = {"pickle", "cPickle", "_pickle", "dill", "cloudpickle", "joblib", "shelve",
                   "marshal"}  # fmt: skip
