@@ -32,7 +32,9 @@ BUNDLE_FORMAT_VERSION = 1
 MODEL_FORMATS = ("onnx", "tflite", "tensorrt-plan")
 PRECISIONS = ("fp32", "fp16", "int8")
 OUTPUT_KINDS = ("probabilities",)
-NORMALIZATIONS = ("none",)
+NORMALIZATIONS = ("none", "unit_rms")
+"""Input level a model expects: samples as stored, or each packet scaled to unit mean power over
+its own samples (the zero padding excluded) before the model."""
 EXPORTS: dict[str, tuple[str, str]] = {
     "onnx-fp32": ("onnx", "fp32"),
     "onnx-int8": ("onnx", "int8"),

@@ -43,7 +43,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
-PacketGain = Literal["unit_rms", "none"]
+PacketGain = Literal["bundle", "unit_rms", "none"]
 """How packets are scaled before the engine (`pipeline.packets_to_batch`)."""
 
 
@@ -98,7 +98,7 @@ class DaemonConfig(TypedConfig):
     publisher: PublisherConfig = field(default_factory=PublisherConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     power: PowerConfig = field(default_factory=PowerConfig)
-    packet_gain: PacketGain = "unit_rms"
+    packet_gain: PacketGain = "bundle"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     drain_timeout_s: float = 2.0
     engine_reload_after_failures: int = 3

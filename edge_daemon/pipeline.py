@@ -38,6 +38,7 @@ from prometheus_client import CollectorRegistry
 
 from edge_daemon.assembler import Packet, PacketAssembler
 from edge_daemon.batcher import DynamicBatcher
+from edge_daemon.bundle import load_manifest
 from edge_daemon.config import DaemonConfig, PacketGain
 from edge_daemon.errors import ConfigError, EdgeTcError, SourceError
 from edge_daemon.logs import get_logger
@@ -145,6 +146,17 @@ def packet_input(packet: Packet, gain: PacketGain = "unit_rms") -> np.ndarray:
     return x
 
 
+def resolve_packet_gain(config: DaemonConfig) -> PacketGain:
+    """`packet_gain = "bundle"` -> the level the bundle's manifest declares (input.normalization);
+    with no bundle directory (an engine given directly) the synthetic training level, unit_rms."""
+    if config.packet_gain != "bundle":
+        return config.packet_gain
+    if not config.bundle:
+        return "unit_rms"
+    kind = load_manifest(config.bundle).manifest["input"]["normalization"]["kind"]
+    return "unit_rms" if kind == "unit_rms" else "none"
+
+
 def packets_to_batch(packets: list[Packet], gain: PacketGain = "unit_rms") -> np.ndarray:
     """`packet_input` of each packet, stacked: float32 (n, 2, 3000)."""
     if not packets:
@@ -213,6 +225,7 @@ class Daemon:
         )
         self._meter: PowerMeter | None = None
         self._next_id = 0
+        self._packet_gain: PacketGain = "unit_rms"  # resolved in start()
         self._failure_streak = 0
         self._started = False
         self._stopped = False
@@ -225,6 +238,7 @@ class Daemon:
         self._started = True
         try:
             self.engine = self._load_engine()
+            self._packet_gain = resolve_packet_gain(self.config)
             self.publisher = Publisher(self.config.publisher, self.metrics.messages_published.inc)
             m = self.config.metrics
             if m.enabled:
@@ -239,9 +253,10 @@ class Daemon:
             raise
         info = self.engine.info
         log.info(
-            "started: source %s, engine %s %s on %s (%s), bundle %s, publishing on %s%s",
-            self.source.config.type, info.backend, info.precision,
-            info.device, info.model_file, self.config.bundle or "(given)", self.publisher.endpoint,
+            "started: source %s, engine %s %s on %s (%s), bundle %s, packet gain %s, "
+            "publishing on %s%s",
+            self.source.config.type, info.backend, info.precision, info.device, info.model_file,
+            self.config.bundle or "(given)", self._packet_gain, self.publisher.endpoint,
             f", metrics on http://{m.addr}:{self.metrics_server.port}/metrics"
             if self.metrics_server else ", metrics off",
         )  # fmt: skip
@@ -367,7 +382,7 @@ class Daemon:
             self.metrics.detected.inc()
             self.totals.detected += 1
             arrival = packet.arrival_time if packet.arrival_time is not None else self._clock()
-            x = packet_input(packet, self.config.packet_gain)  # (2, L)
+            x = packet_input(packet, self._packet_gain)  # (2, L)
             queued = QueuedPacket(self._next_id, packet.start_sample, packet.end_sample, arrival, x)
             self.batcher.put(queued)
             self._next_id += 1

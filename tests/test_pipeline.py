@@ -404,3 +404,23 @@ def test_auto_power_on_an_empty_tree_says_why(tiny_bundle):
     assert daemon.power_status is not None
     assert daemon.power_status.startswith("no power meter readable")
     assert daemon.registry.get_sample_value("edgetc_power_watts") is None
+
+
+def test_packet_gain_follows_the_bundle_manifest(tiny_bundle, tmp_path):
+    import json
+    import shutil
+
+    from edge_daemon.bundle import MANIFEST_NAME
+    from edge_daemon.pipeline import resolve_packet_gain
+
+    config = daemon_config(tiny_bundle.directory)
+    assert config.packet_gain == "bundle"
+    assert resolve_packet_gain(config) == "unit_rms"  # exported from synthetic data
+    copy = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle.directory, copy)
+    manifest = json.loads((copy / MANIFEST_NAME).read_text())
+    manifest["input"]["normalization"]["kind"] = "none"
+    (copy / MANIFEST_NAME).write_text(json.dumps(manifest))
+    assert resolve_packet_gain(daemon_config(copy)) == "none"
+    explicit = daemon_config(copy, packet_gain="unit_rms")
+    assert resolve_packet_gain(explicit) == "unit_rms"

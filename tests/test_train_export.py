@@ -83,7 +83,7 @@ def test_manifest_round_trip(bundle, trained):
         ("onnx", "int8"),
         ("tflite", "int8"),
     ]
-    assert m["input"]["normalization"]["kind"] == "none"
+    assert m["input"]["normalization"]["kind"] == "unit_rms"  # synthetic training data
     assert m["model"]["params"] == sum(p.numel() for p in model.parameters())
     assert m["model"]["kwargs"]["conv_widths"] == [8, 8, 8, 8]
     assert m["training_data"] == {"generator": "synthetic", "seed": 7, "packets": PACKETS}
@@ -316,3 +316,10 @@ def test_onnx_int8_has_no_float_batchnorm(bundle):
 
     graph = onnx.load(str(bundle.select("onnx", "int8").path)).graph
     assert "BatchNormalization" not in {n.op_type for n in graph.node}
+
+
+def test_the_manifest_declares_the_input_level_of_the_training_data(bundle):
+    norm = bundle.manifest["input"]["normalization"]
+    assert norm["kind"] == "unit_rms"  # exported from an edge-tc synthetic dataset
+    assert ex.input_normalization({"training_dataset": {"generator": "MATLAB v7.3"}}) == "none"
+    assert ex.input_normalization({}) == "none"

@@ -104,10 +104,24 @@ _FILE_NAMES: dict[str, str] = {
     "tensorrt-fp16": "model_fp16.plan",
     "tensorrt-fp32": "model_fp32.plan",
 }
-_NORMALIZATION_NOTE = (
-    "none: the model takes IQ as stored by the dataset (float32, row 0 I, row 1 Q, zero "
-    "post-padded / post-truncated to 3000 samples), without scaling"
-)
+_NORMALIZATION_NOTES = {
+    "none": "the model takes IQ as stored by the dataset (float32, row 0 I, row 1 Q, zero "
+    "post-padded / post-truncated to 3000 samples), without scaling",
+    "unit_rms": "trained on edge-tc synthetic packets, which model a receiver's AGC (unit signal "
+    "power, +-6 dB gain, noise added): scale each received packet to unit mean power over its "
+    "own samples (not the zero padding) before the model",
+}
+SYNTHETIC_GENERATOR = "synthetic"
+"""What the generator field of an edge-tc synthetic dataset's description contains
+(`dataset.json`: "edge-tc 0.1.0 synthetic 802.11")."""
+
+
+def input_normalization(data_description: Mapping[str, Any]) -> str:
+    """The input level of a model trained on the described data: unit_rms for edge-tc synthetic
+    datasets (AGC-level packets), none otherwise (e.g. the papers' int16 captures as stored)."""
+    training = data_description.get("training_dataset", data_description)
+    generator = str(training.get("generator", "")) if isinstance(training, Mapping) else ""
+    return "unit_rms" if SYNTHETIC_GENERATOR in generator.lower() else "none"
 
 
 def _require(module: str, what: str) -> Any:
@@ -982,6 +996,7 @@ def export_bundle(
         raise FileExistsError(f"{out} exists and is not empty; choose another --out")
     model, spec, extra = load_checkpoint(checkpoint)
     tasks = model_tasks(model, extra)
+    normalization = input_normalization(data_description)
     calib, heldout = pick_packets(calib_ds, heldout_ds, calib_packets, heldout_packets, seed)
     reference = torch_probabilities(model, heldout.x, tasks)
     info = describe(model)
@@ -1003,7 +1018,10 @@ def export_bundle(
                 "shape": bundle_mod.INPUT_SHAPE,
                 "dtype": "float32",
                 "rows": bundle_mod.INPUT_ROWS,
-                "normalization": {"kind": "none", "note": _NORMALIZATION_NOTE},
+                "normalization": {
+                    "kind": normalization,
+                    "note": _NORMALIZATION_NOTES[normalization],
+                },
             },
             "model": {
                 "architecture": spec.name,
