@@ -209,7 +209,8 @@ def read_toml(path: str | Path) -> dict[str, Any]:
 def load_config(
     path: str | Path | None, overrides: Sequence[str] = (), base: Mapping[str, Any] | None = None
 ) -> DaemonConfig:
-    """Read, override and validate; relative `bundle` paths resolve against the file's folder.
+    """Read, override and validate; relative `bundle` and `source.path` paths in the file resolve
+    against the file's folder (given on the command line, against the working directory).
 
     `base`: the table to start from when there is no file (`run --demo`).
     """
@@ -220,6 +221,17 @@ def load_config(
     if from_file and not overridden and config.bundle and not Path(config.bundle).is_absolute():
         assert path is not None
         config = dataclasses.replace(config, bundle=str(Path(path).parent / config.bundle))
+    # the same for a source that reads a file (sigmf's `path`)
+    source = config.source
+    source_path = getattr(source, "path", None)
+    in_file = isinstance(raw.get("source"), Mapping) and "path" in raw["source"]
+    path_overridden = any(parse_override(item)[0] == ["source", "path"] for item in overrides)
+    if (
+        path is not None and source is not None and in_file and not path_overridden
+        and isinstance(source_path, str) and source_path and not Path(source_path).is_absolute()
+    ):  # fmt: skip
+        resolved = dataclasses.replace(source, **{"path": str(Path(path).parent / source_path)})
+        config = dataclasses.replace(config, source=resolved)
     return config
 
 

@@ -195,6 +195,14 @@ def test_relative_bundle_is_relative_to_the_file_unless_given_on_the_command_lin
     assert load_config(path, ["bundle=elsewhere"]).bundle == "elsewhere"
 
 
+def test_relative_sigmf_path_is_relative_to_the_file_unless_given_on_the_command_line(tmp_path):
+    path = write(tmp_path, 'bundle = "b"\n[source]\ntype = "sigmf"\npath = "rec/x"\n')
+    assert load_config(path).source.path == str(tmp_path / "rec" / "x")
+    assert load_config(path, ["source.path=y"]).source.path == "y"
+    absolute = write(tmp_path, 'bundle = "b"\n[source]\ntype = "sigmf"\npath = "/data/x"\n')
+    assert load_config(absolute).source.path == "/data/x"
+
+
 def test_check_config_cli(tmp_path, capsys, tiny_bundle):
     bad = write(tmp_path, 'log_level = 1\n[source]\ntype = "synthetic"\nseed = "x"\n')
     assert main(["check-config", str(bad)]) == 2
