@@ -276,16 +276,50 @@ class Subscriber:
     """A SUB socket on the daemon's publisher; `recv(timeout_s)` -> Message or None."""
 
     def __init__(
-        self, endpoint: str, topics: Iterable[str] = (TOPIC_ALL,), rcvhwm: int = 0
+        self,
+        endpoint: str,
+        topics: Iterable[str] = (TOPIC_ALL,),
+        rcvhwm: int = 0,
+        curve_server_key_file: str = "",
+        curve_client_key_file: str = "",
     ) -> None:
+        """`curve_server_key_file`: the publisher's public certificate (`*.key`) when it speaks
+        CurveZMQ; `curve_client_key_file`: this client's secret certificate (`*.key_secret`,
+        whose public half is in the publisher's authorized keys), else a fresh key pair."""
         self.topics = {topic_of(t) for t in topics}
         self._context = zmq.Context()
         self._socket = self._context.socket(zmq.SUB)
         self._socket.setsockopt(zmq.RCVHWM, rcvhwm)  # 0: unlimited (tests must not lose any)
         self._socket.setsockopt(zmq.LINGER, 0)
+        if curve_server_key_file:
+            self._curve_client(curve_server_key_file, curve_client_key_file)
+        elif curve_client_key_file:
+            raise ConfigError("a CURVE client key needs the server's public key file too")
         for topic in self.topics:
             self._socket.setsockopt(zmq.SUBSCRIBE, topic)
         self._socket.connect(endpoint)
+
+    def _curve_client(self, server_key_file: str, client_key_file: str) -> None:
+        import zmq.auth
+
+        def load(path: str, what: str) -> tuple[bytes, bytes | None]:
+            try:
+                return zmq.auth.load_certificate(path)
+            except (OSError, ValueError) as exc:
+                self.close()
+                raise ConfigError(f"{what}: cannot read {path!r}: {exc}") from None
+
+        server_public, _ = load(server_key_file, "CURVE server key")
+        if client_key_file:
+            public, secret = load(client_key_file, "CURVE client key")
+            if secret is None:
+                self.close()
+                raise ConfigError(f"CURVE client key: {client_key_file!r} holds no secret key")
+        else:
+            public, secret = zmq.curve_keypair()
+        self._socket.curve_serverkey = server_public
+        self._socket.curve_publickey = public
+        self._socket.curve_secretkey = secret
 
     def recv(self, timeout_s: float) -> Message | None:
         """The next message of a subscribed topic (exact match), or None after `timeout_s`."""

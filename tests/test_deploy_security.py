@@ -176,6 +176,41 @@ def test_curve_publisher_serves_only_authorized_clients(certificates):
 
 
 @pytest.mark.skipif(not zmq.has("curve"), reason="libzmq built without CURVE")
+def test_our_subscriber_and_tc_subscribe_speak_curve(certificates):
+    from edge_daemon.publisher import Subscriber
+
+    config = PublisherConfig(
+        bind="tcp://127.0.0.1:*",
+        curve_secret_key_file=str(certificates["server_secret"]),
+        curve_authorized_keys_dir=str(certificates["clients"]),
+    )
+    publisher = Publisher(config)
+    sub = Subscriber(publisher.endpoint, curve_server_key_file=str(certificates["server_public"]),
+                     curve_client_key_file=str(certificates["client_secret"]))  # fmt: skip
+    try:
+        deadline, packet_id, message = time.monotonic() + 20, 0, None
+        while message is None:
+            assert time.monotonic() < deadline, "the CURVE Subscriber got nothing"
+            publisher.publish(classified(packet_id))
+            packet_id += 1
+            message = sub.recv(0.05)
+        assert message.payload["packet_id"] < packet_id
+    finally:
+        sub.close()
+        publisher.close()
+    with pytest.raises(ConfigError, match="CURVE server key: cannot read"):
+        Subscriber("tcp://127.0.0.1:1", curve_server_key_file="/nonexistent.key")
+    with pytest.raises(ConfigError, match="holds no secret key"):
+        Subscriber("tcp://127.0.0.1:1", curve_server_key_file=str(certificates["server_public"]),
+                   curve_client_key_file=str(certificates["server_public"]))  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "tc_subscribe.py"), "--help"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert "--curve-server-key" in done.stdout and "--curve-client-key" in done.stdout
+
+
+@pytest.mark.skipif(not zmq.has("curve"), reason="libzmq built without CURVE")
 def test_curve_key_problems_name_the_key(certificates, tmp_path):
     bind = "tcp://127.0.0.1:*"
     with pytest.raises(ConfigError, match=r"publisher\.curve_secret_key_file: cannot read"):

@@ -56,9 +56,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--idle-timeout", type=float, default=None, metavar="S",
         help="stop when nothing came for S seconds (default: wait forever)",
     )  # fmt: skip
+    parser.add_argument(
+        "--curve-server-key", default="", metavar="FILE",
+        help="the daemon's public CURVE certificate (*.key) when its publisher uses CurveZMQ",
+    )  # fmt: skip
+    parser.add_argument(
+        "--curve-client-key", default="", metavar="FILE",
+        help="this client's secret certificate (*.key_secret) if the daemon authorizes clients",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     received = 0
-    with Subscriber(args.connect, args.topics or [TOPIC_ALL]) as sub:
+    topics = args.topics or [TOPIC_ALL]
+    with Subscriber(args.connect, topics, curve_server_key_file=args.curve_server_key,
+                    curve_client_key_file=args.curve_client_key) as sub:  # fmt: skip
         try:
             while args.count is None or received < args.count:
                 message = sub.recv(args.idle_timeout if args.idle_timeout else 1.0)
