@@ -18,7 +18,6 @@ Default traffic generates about 2.7-3x faster than real time on one core (docs/s
 
 from __future__ import annotations
 
-import heapq
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -122,36 +121,6 @@ class LiveChannel(ChannelSimulator):
         offset = int(self.rng.integers(0, self._noise_pool.size - n + 1))
         phase = np.complex64(np.exp(2j * np.pi * self.rng.random()))
         return self._noise_pool[offset : offset + n] * phase  # (n,) complex64
-
-    def chunks(
-        self, chunk_samples: int = 1 << 16
-    ) -> Iterator[tuple[int, np.ndarray, list[StreamPacket]]]:
-        """Yield (first sample index, samples, packets that end in this chunk), forever."""
-        # ChannelSimulator.chunks with the pooled noise: the parent draws its noise inline.
-        while True:
-            start, stop = self._cursor, self._cursor + chunk_samples
-            while self._queue and self._queue[0][0] < stop:
-                t, _, source = heapq.heappop(self._queue)
-                self._serve(t, source)
-            buf = self._noise(chunk_samples)
-            finished: list[StreamPacket] = []
-            keep: list[StreamPacket] = []
-            for pkt in self._pending:
-                if pkt.start >= stop:
-                    keep.append(pkt)
-                    continue
-                if pkt.waveform is None:
-                    pkt.waveform = self._render(pkt)
-                lo, hi = max(pkt.start, start), min(pkt.end, stop)
-                buf[lo - start : hi - start] += pkt.waveform[lo - pkt.start : hi - pkt.start]
-                if pkt.end <= stop:
-                    pkt.waveform = None
-                    finished.append(pkt)
-                else:
-                    keep.append(pkt)
-            self._pending = keep
-            self._cursor = stop
-            yield start, buf, finished
 
 
 @dataclass

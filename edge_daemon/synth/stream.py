@@ -245,6 +245,10 @@ class ChannelSimulator:
         x = apply_channel(synthesize(pkt.spec, self.rng), d, self.rng)
         return x * np.float32(np.sqrt(NOISE_POWER * 10 ** (pkt.snr_db / 10)))
 
+    def _noise(self, n: int) -> np.ndarray:
+        """`n` samples of the channel's thermal noise, complex64 (a subclass may pool it)."""
+        return complex_noise(n, NOISE_POWER, self.rng)  # (n,)
+
     def chunks(
         self, chunk_samples: int = 1 << 18
     ) -> Iterator[tuple[int, np.ndarray, list[StreamPacket]]]:
@@ -254,7 +258,7 @@ class ChannelSimulator:
             while self._queue and self._queue[0][0] < stop:
                 t, _, source = heapq.heappop(self._queue)
                 self._serve(t, source)
-            buf = complex_noise(chunk_samples, NOISE_POWER, self.rng)  # (chunk,)
+            buf = self._noise(chunk_samples)  # (chunk,)
             finished: list[StreamPacket] = []
             keep: list[StreamPacket] = []
             for pkt in self._pending:
