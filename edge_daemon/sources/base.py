@@ -162,6 +162,50 @@ class Pacer:
         self._released = 0
 
 
+class PacedChunks:
+    """The read step that replays and generators share: take the next (first sample index,
+    samples) from a producer once, hold it until the `Pacer` says it is due (at once unless
+    `realtime`), and remember when the producer has run dry (`finished`)."""
+
+    def __init__(self, sample_rate_hz: float, realtime: bool) -> None:
+        self.pacer = Pacer(sample_rate_hz)
+        self.realtime = realtime
+        self.finished = False
+        self._pending: tuple[int, np.ndarray] | None = None  # produced, not yet due
+
+    def reset(self) -> None:
+        """A fresh start (after a re-open): clock restarted, nothing held, not finished."""
+        self.pacer.restart()
+        self._pending = None
+        self.finished = False
+
+    def drop(self) -> None:
+        """Forget the held chunk (on close)."""
+        self._pending = None
+
+    def next(
+        self, produce: Callable[[], tuple[int, np.ndarray] | None], timeout_s: float
+    ) -> tuple[int, np.ndarray, float] | None:
+        """(first index, samples, arrival time) when due, or None: not due within `timeout_s`,
+        or finished (`produce` returned None)."""
+        if self.finished:
+            return None
+        if self._pending is None:
+            self._pending = produce()
+            if self._pending is None:
+                self.finished = True
+                return None
+        first, samples = self._pending
+        if self.realtime:
+            arrival = self.pacer.release(samples.size, timeout_s)
+            if arrival is None:
+                return None
+        else:
+            arrival = time.monotonic()
+        self._pending = None
+        return first, samples, arrival
+
+
 @dataclass(frozen=True)
 class SourceBackend:
     """A source as the registry sees it: its config key, config class and constructor."""

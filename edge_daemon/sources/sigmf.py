@@ -9,7 +9,6 @@ pass is flagged `discontinuity`, since the wrap is not a continuation of the sig
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,14 @@ import numpy as np
 
 from edge_daemon.errors import SourceError
 from edge_daemon.iq.sigmf_io import Recording, open_recording
-from edge_daemon.sources.base import Chunk, Pacer, Source, SourceBackend, SourceConfig, SourceEvents
+from edge_daemon.sources.base import (
+    Chunk,
+    PacedChunks,
+    Source,
+    SourceBackend,
+    SourceConfig,
+    SourceEvents,
+)
 
 KEY = "sigmf"
 
@@ -57,11 +63,9 @@ class SigMFSource(Source):
         super().__init__(config, events)
         self._recording: Recording | None = None
         self._chunks: Iterator[tuple[int, np.ndarray]] | None = None
-        self._pacer: Pacer | None = None
-        self._pending: tuple[int, np.ndarray] | None = None  # read, not yet due
+        self._paced: PacedChunks | None = None
         self._passes = 0  # completed passes over the recording
         self._wrapped = False
-        self._finished = False
 
     @property
     def recording(self) -> Recording:
@@ -81,17 +85,16 @@ class SigMFSource(Source):
 
     @property
     def finished(self) -> bool:
-        return self._finished
+        return self._paced is not None and self._paced.finished
 
     def open(self) -> None:
         self.close()
         self._recording = open_recording(Path(self.config.path))
         if self._recording.num_samples == 0:
             raise SourceError(f"{self._recording.data_path}: the recording holds no samples")
-        self._pacer = Pacer(self._recording.sample_rate_hz)
+        self._paced = PacedChunks(self._recording.sample_rate_hz, self.config.pace == "realtime")
         self._passes = 0
         self._wrapped = False
-        self._finished = False
         self._chunks = self._recording.iter_chunks(self.config.chunk_samples)
 
     def _next(self) -> tuple[int, np.ndarray] | None:
@@ -106,23 +109,12 @@ class SigMFSource(Source):
         return item
 
     def read(self, timeout_s: float) -> Chunk | None:
-        if self._chunks is None or self._pacer is None:
+        if self._chunks is None or self._paced is None:
             raise SourceError(f"sigmf source {self.config.path}: read() before open()")
-        if self._finished:
+        item = self._paced.next(self._next, timeout_s)
+        if item is None:
             return None
-        if self._pending is None:
-            self._pending = self._next()
-            if self._pending is None:
-                self._finished = True
-                return None
-        first, samples = self._pending
-        if self.config.pace == "realtime":
-            arrival = self._pacer.release(samples.size, timeout_s)
-            if arrival is None:
-                return None
-        else:
-            arrival = time.monotonic()
-        self._pending = None
+        first, samples, arrival = item
         discontinuity, self._wrapped = self._wrapped, False
         index = self._passes * self.recording.num_samples + first
         return Chunk(samples, index, arrival, discontinuity)
@@ -133,7 +125,8 @@ class SigMFSource(Source):
             if close is not None:
                 close()  # the generator closes the data file
         self._chunks = None
-        self._pending = None
+        if self._paced is not None:
+            self._paced.drop()
 
 
 def _create(config: SourceConfig, events: SourceEvents) -> Source:

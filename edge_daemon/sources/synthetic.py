@@ -18,7 +18,6 @@ Default traffic generates about 2.7-3x faster than real time on one core (docs/s
 
 from __future__ import annotations
 
-import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -28,7 +27,14 @@ import numpy as np
 
 from edge_daemon.errors import SourceError
 from edge_daemon.schema import APP, SAMPLE_RATE_HZ
-from edge_daemon.sources.base import Chunk, Pacer, Source, SourceBackend, SourceConfig, SourceEvents
+from edge_daemon.sources.base import (
+    Chunk,
+    PacedChunks,
+    Source,
+    SourceBackend,
+    SourceConfig,
+    SourceEvents,
+)
 from edge_daemon.synth.generator import synthesize
 from edge_daemon.synth.impairments import complex_noise, multipath_taps
 from edge_daemon.synth.stream import NOISE_POWER, ChannelSimulator, StreamConfig, StreamPacket
@@ -140,12 +146,10 @@ class SyntheticSource(Source):
     def __init__(self, config: SyntheticSourceConfig, events: SourceEvents) -> None:
         super().__init__(config, events)
         self._channel: Iterator[tuple[int, np.ndarray, list[StreamPacket]]] | None = None
-        self._pacer = Pacer(SAMPLE_RATE_HZ)
-        self._pending: tuple[int, np.ndarray] | None = None
+        self._paced = PacedChunks(SAMPLE_RATE_HZ, config.pace == "realtime")
         self._total = (
             None if config.duration_s is None else round(config.duration_s * SAMPLE_RATE_HZ)
         )
-        self._finished = False
         self.packets: deque[GeneratedPacket] = deque(maxlen=TRUTH_KEPT)
         """The latest packets that ended in a handed-out block (ground truth for demos)."""
         self.packets_generated = 0
@@ -156,14 +160,12 @@ class SyntheticSource(Source):
 
     @property
     def finished(self) -> bool:
-        return self._finished
+        return self._paced.finished
 
     def open(self) -> None:
         channel = LiveChannel(self.config.stream_config(), self.config.seed)
         self._channel = channel.chunks(self.config.chunk_samples)
-        self._pacer.restart()
-        self._pending = None
-        self._finished = False
+        self._paced.reset()
         self.packets.clear()
         self.packets_generated = 0
 
@@ -183,26 +185,12 @@ class SyntheticSource(Source):
     def read(self, timeout_s: float) -> Chunk | None:
         if self._channel is None:
             raise SourceError("synthetic source: read() before open()")
-        if self._finished:
-            return None
-        if self._pending is None:
-            self._pending = self._generate()
-            if self._pending is None:
-                self._finished = True
-                return None
-        start, samples = self._pending
-        if self.config.pace == "realtime":
-            arrival = self._pacer.release(samples.size, timeout_s)
-            if arrival is None:
-                return None
-        else:
-            arrival = time.monotonic()
-        self._pending = None
-        return Chunk(samples, start, arrival)
+        item = self._paced.next(self._generate, timeout_s)
+        return None if item is None else Chunk(item[1], item[0], item[2])
 
     def close(self) -> None:
         self._channel = None
-        self._pending = None
+        self._paced.drop()
 
 
 def _create(config: SourceConfig, events: SourceEvents) -> Source:
