@@ -872,37 +872,14 @@ def build_tensorrt_plan(
             f"want 1 <= min <= opt <= max batch, got {min_batch, opt_batch, max_batch}"
         )
     trt = _import_tensorrt()
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    major = int(str(trt.__version__).split(".")[0])
-    flags = 0 if major >= 10 else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse(Path(onnx_path).read_bytes()):
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise ModelError(f"{onnx_path}: TensorRT cannot parse it: {errors}")
-    config = builder.create_builder_config()
-    if hasattr(config, "set_memory_pool_limit"):
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_bytes)
-    else:
-        config.max_workspace_size = workspace_bytes
-    if precision == "fp16":
-        if not hasattr(trt.BuilderFlag, "FP16"):
-            raise ModelError(
-                f"TensorRT {trt.__version__} has no FP16 builder flag (strong typing only)"
-            )
-        if not builder.platform_has_fast_fp16:
-            raise ModelError("this GPU has no fast FP16; build an fp32 plan")
-        config.set_flag(trt.BuilderFlag.FP16)
-    profile = builder.create_optimization_profile()
-    dims = (2, INPUT_LENGTH)
-    profile.set_shape("iq", (min_batch, *dims), (opt_batch, *dims), (max_batch, *dims))
-    config.add_optimization_profile(profile)
-    plan = builder.build_serialized_network(network, config)
-    if plan is None:
-        raise ModelError(f"{onnx_path}: TensorRT failed to build a {precision} plan")
+    from engines.tensorrt import build_plan  # the engine's builder: one place for 8.x/10.x
+
+    plan = build_plan(
+        trt, Path(onnx_path).read_bytes(), bundle_mod.INPUT_NAME, (2, INPUT_LENGTH), precision,
+        (min_batch, opt_batch, max_batch), workspace_bytes, str(onnx_path),
+    )  # fmt: skip
     out_path = Path(out_path)
-    out_path.write_bytes(bytes(plan))
+    out_path.write_bytes(plan)
     return out_path
 
 
