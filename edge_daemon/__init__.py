@@ -1,3 +1,5 @@
-"""edge-tc: spectrum-based traffic classification on the access point."""
+"""edge-tc service: sources, batcher, pipeline, publisher, metrics, power (on engines and core)."""
 
-__version__ = "0.1.0"
+from edge_core import __version__
+
+__all__ = ["__version__"]

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar, Generic, Literal, TypeVar
 
-from edge_daemon.typed_config import TypedConfig
+from edge_core.typed_config import TypedConfig
 
 T = TypeVar("T")
 

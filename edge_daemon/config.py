@@ -26,15 +26,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from edge_daemon.assembler import AssemblerConfig
+from edge_core.assembler import AssemblerConfig
+from edge_core.bundle import MANIFEST_NAME, load_manifest
+from edge_core.errors import ConfigError, ModelError
+from edge_core.typed_config import ConfigProblems, TypedConfig
 from edge_daemon.batcher import BatcherConfig
-from edge_daemon.bundle import MANIFEST_NAME, load_manifest
-from edge_daemon.errors import ConfigError, ModelError
 from edge_daemon.metrics import MetricsConfig
 from edge_daemon.power import PowerConfig
 from edge_daemon.publisher import PublisherConfig
 from edge_daemon.sources.base import SourceConfig, source_config_from_dict
-from edge_daemon.typed_config import ConfigProblems, TypedConfig
 from engines.base import EngineConfig, config_from_dict
 
 if sys.version_info >= (3, 11):

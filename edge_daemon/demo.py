@@ -7,8 +7,8 @@ import time
 import numpy as np
 from rich.table import Table
 
+from edge_core.schema import TASKS
 from edge_daemon.pipeline import Daemon
-from edge_daemon.schema import TASKS
 
 TOP_LABELS = 3
 

@@ -17,8 +17,8 @@ from wsgiref.simple_server import WSGIServer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import start_http_server
 
-from edge_daemon.schema import TASKS, Task
-from edge_daemon.typed_config import TypedConfig
+from edge_core.schema import TASKS, Task
+from edge_core.typed_config import TypedConfig
 from engines.base import EngineInfo
 
 DROP_REASONS: tuple[str, ...] = ("queue_full", "shutdown")

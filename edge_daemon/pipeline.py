@@ -36,11 +36,12 @@ from pathlib import Path
 import numpy as np
 from prometheus_client import CollectorRegistry
 
-from edge_daemon.assembler import Packet, PacketAssembler
+from edge_core.assembler import Packet, PacketAssembler
+from edge_core.bundle import load_manifest
+from edge_core.errors import ConfigError, EdgeTcError, SourceError
+from edge_core.schema import INPUT_LENGTH, TASK_BY_NAME
 from edge_daemon.batcher import DynamicBatcher
-from edge_daemon.bundle import load_manifest
 from edge_daemon.config import DaemonConfig, PacketGain
-from edge_daemon.errors import ConfigError, EdgeTcError, SourceError
 from edge_daemon.logs import get_logger
 from edge_daemon.metrics import DaemonMetrics, MetricsServer
 from edge_daemon.power import (
@@ -51,7 +52,6 @@ from edge_daemon.power import (
     open_power_meter,
 )
 from edge_daemon.publisher import Classified, Publisher, label_entries
-from edge_daemon.schema import INPUT_LENGTH, TASK_BY_NAME
 from edge_daemon.sdnotify import Notifier, NullNotifier
 from edge_daemon.sources.base import Source, create_source
 from engines.base import Engine, load

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from edge_daemon.typed_config import TypedConfig
+from edge_core.typed_config import TypedConfig
 
 Clock = Callable[[], float]
 POWER_TYPES = ("jtop", "ina3221", "nvml", "rapl")

@@ -30,9 +30,9 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import zmq
 
-from edge_daemon.errors import ConfigError
-from edge_daemon.schema import TASK_BY_NAME, TASK_NAMES
-from edge_daemon.typed_config import TypedConfig
+from edge_core.errors import ConfigError
+from edge_core.schema import TASK_BY_NAME, TASK_NAMES
+from edge_core.typed_config import TypedConfig
 
 TOPIC_PREFIX = "tc."
 TOPIC_ALL = "all"

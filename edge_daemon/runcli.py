@@ -96,8 +96,8 @@ def _report(problems: list[str], file: str) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     """Print OK, or every problem with its key path and exit 2."""
+    from edge_core.typed_config import ConfigProblems
     from edge_daemon.config import file_problems, load_config
-    from edge_daemon.typed_config import ConfigProblems
 
     try:
         config = load_config(args.file, _overrides(args))
@@ -112,11 +112,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Load, validate, run until a signal, --duration or the end of the source; drain; exit."""
+    from edge_core.typed_config import ConfigProblems
     from edge_daemon.config import file_problems, load_config
     from edge_daemon.logs import get_logger, setup_logging
     from edge_daemon.pipeline import Daemon
     from edge_daemon.sdnotify import StatusReporter, notifier_from_env
-    from edge_daemon.typed_config import ConfigProblems
 
     if args.duration is not None and not args.duration > 0:
         return _report([f"--duration: want > 0 seconds, got {args.duration}"], "command line")

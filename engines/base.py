@@ -31,10 +31,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from edge_daemon.bundle import Bundle, BundleModel, TensorSpec, load_manifest
-from edge_daemon.errors import EdgeTcError, ModelError
-from edge_daemon.schema import INPUT_LENGTH, TASK_BY_NAME
-from edge_daemon.typed_config import ConfigProblems, TypedConfig
+from edge_core.bundle import Bundle, BundleModel, TensorSpec, load_manifest
+from edge_core.errors import EdgeTcError, ModelError
+from edge_core.schema import INPUT_LENGTH, TASK_BY_NAME
+from edge_core.typed_config import ConfigProblems, TypedConfig
 
 IQ_ROWS = 2
 """I and Q: the bundle-level input is (batch, 2, INPUT_LENGTH) float32."""

@@ -33,9 +33,9 @@ from typing import Any
 
 import numpy as np
 
-from edge_daemon.bundle import MANIFEST_NAME, Bundle, load_manifest
-from edge_daemon.errors import EdgeTcError, ModelError
-from edge_daemon.schema import INPUT_LENGTH, TASKS
+from edge_core.bundle import MANIFEST_NAME, Bundle, load_manifest
+from edge_core.errors import EdgeTcError, ModelError
+from edge_core.schema import INPUT_LENGTH, TASKS
 from engines.base import Engine, EngineConfig, backends, load, rss_bytes
 
 MIB = 1 << 20
@@ -164,7 +164,7 @@ def bench_packets(count: int, data: Path | None, seed: int) -> tuple[np.ndarray,
             raise ValueError(f"{path}: want packets (N, 2, {INPUT_LENGTH}), got {iq.shape}")
         index = np.linspace(0, len(iq) - 1, min(count, len(iq))).round().astype(int)
         return np.asarray(iq[index], dtype=np.float32), f"{len(index)} packets of {data}"
-    from edge_daemon.synth.generator import generate_packets
+    from edge_core.synth.generator import generate_packets
 
     rng = np.random.default_rng(seed)
     x = np.empty((count, 2, INPUT_LENGTH), np.float32)

@@ -14,8 +14,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from edge_daemon.bundle import Bundle, BundleModel
-from edge_daemon.errors import ModelError
+from edge_core.bundle import Bundle, BundleModel
+from edge_core.errors import ModelError
 from engines.base import (
     Backend,
     Engine,

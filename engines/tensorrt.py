@@ -33,9 +33,9 @@ from typing import Any, Literal, Protocol, TypeVar
 
 import numpy as np
 
-from edge_daemon.bundle import Bundle, BundleModel, sha256_file
-from edge_daemon.errors import EdgeTcError, ModelError
-from edge_daemon.schema import INPUT_LENGTH
+from edge_core.bundle import Bundle, BundleModel, sha256_file
+from edge_core.errors import EdgeTcError, ModelError
+from edge_core.schema import INPUT_LENGTH
 from engines.base import (
     Backend,
     Engine,

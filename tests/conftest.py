@@ -30,7 +30,7 @@ class TinyBundle:
 
 
 def _fit(torch, model, x, labels, epochs: int) -> None:
-    from edge_daemon.schema import TASK_NAMES
+    from edge_core.schema import TASK_NAMES
 
     torch.manual_seed(0)
     opt = torch.optim.Adam(model.parameters(), 3e-3)
@@ -57,7 +57,7 @@ def build_tiny_bundle(root: Path, spec_kwargs: dict, tasks: list[str] | None = N
     torch = pytest.importorskip("torch", reason="the train extra (torch) is not installed")
     pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
     pytest.importorskip("ai_edge_litert", reason="ai-edge-litert is not installed")
-    from edge_daemon.synth.dataset import write_dataset
+    from edge_core.synth.dataset import write_dataset
     from train import export as ex
     from train.checkpoint import ModelSpec, save_checkpoint
     from train.data import PacketDataset

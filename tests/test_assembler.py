@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from edge_daemon.assembler import AssemblerConfig, Packet, PacketAssembler, moving_sum, step_points
-from edge_daemon.errors import ConfigError
-from edge_daemon.inspect import inspect_packets
+from edge_core.assembler import AssemblerConfig, Packet, PacketAssembler, moving_sum, step_points
+from edge_core.errors import ConfigError
+from edge_core.inspect import inspect_packets
 
 FS = 20e6
 NOISE_POWER = 1e-4  # -40 dBFS, like the channel simulator
@@ -332,8 +332,8 @@ def test_step_points_find_a_power_step():
 
 
 def test_inspect_recording_scores_a_sigmf_recording(tmp_path):
-    from edge_daemon.inspect import inspect_recording
-    from edge_daemon.iq.sigmf_io import SigMFWriter
+    from edge_core.inspect import inspect_recording
+    from edge_core.iq.sigmf_io import SigMFWriter
 
     stream = make_burst_stream(seed=4, n_bursts=30, snr_db=15.0)
     with SigMFWriter(tmp_path / "rec", FS, "ci16_le") as writer:

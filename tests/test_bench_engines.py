@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from edge_daemon.cli import main
-from edge_daemon.schema import TASK_BY_NAME, TASK_NAMES
+from edge_core.cli import main
+from edge_core.schema import TASK_BY_NAME, TASK_NAMES
 from engines import bench
 
 ROW_KEYS = {

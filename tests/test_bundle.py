@@ -1,4 +1,4 @@
-"""The bundle manifest validator (edge_daemon.bundle): torch-free, strict, names file and key."""
+"""The bundle manifest validator (edge_core.bundle): torch-free, strict, names file and key."""
 
 import json
 import pickle
@@ -8,15 +8,15 @@ import sys
 import numpy as np
 import pytest
 
-from edge_daemon.bundle import (
+from edge_core.bundle import (
     MANIFEST_NAME,
     QuantParams,
     load_manifest,
     sha256_file,
     write_manifest,
 )
-from edge_daemon.errors import ModelError
-from edge_daemon.schema import TASK_NAMES, TASKS, as_dict
+from edge_core.errors import ModelError
+from edge_core.schema import TASK_NAMES, TASKS, as_dict
 
 FILES = {"model_fp32.onnx": b"\x08\x07fake onnx bytes", "model_int8.tflite": b"\x1c\0\0\0TFL3"}
 
@@ -218,7 +218,7 @@ def test_quant_params_round_trip():
 
 def test_importing_bundle_pulls_no_runtime():
     code = (
-        "import sys, edge_daemon.bundle; "
+        "import sys, edge_core.bundle; "
         "bad = [m for m in ('torch', 'onnx', 'onnxruntime', 'ai_edge_litert', 'tensorrt') "
         "if m in sys.modules]; assert not bad, bad"
     )

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_daemon.cli import main
+from edge_core.cli import main
+from edge_core.typed_config import ConfigProblems, TypedConfig
 from edge_daemon.config import (
     DaemonConfig,
     apply_overrides,
@@ -18,7 +19,6 @@ from edge_daemon.config import (
 )
 from edge_daemon.power import PowerConfig
 from edge_daemon.sources.base import source_backends
-from edge_daemon.typed_config import ConfigProblems, TypedConfig
 from engines.base import backends
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "deploy" / "edge-tc.example.toml"

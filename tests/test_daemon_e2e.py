@@ -18,14 +18,14 @@ import numpy as np
 import pytest
 import zmq
 
-from edge_daemon.assembler import AssemblerConfig, PacketAssembler
-from edge_daemon.cli import main
+from edge_core.assembler import AssemblerConfig, PacketAssembler
+from edge_core.cli import main
+from edge_core.inspect import default_tolerance_samples, match_intervals
+from edge_core.iq.sigmf_io import Recording, open_recording
+from edge_core.schema import TASKS
 from edge_daemon.config import DaemonConfig
-from edge_daemon.inspect import default_tolerance_samples, match_intervals
-from edge_daemon.iq.sigmf_io import Recording, open_recording
 from edge_daemon.pipeline import Daemon, packets_to_batch
 from edge_daemon.publisher import Subscriber
-from edge_daemon.schema import TASKS
 from engines.base import load
 
 pytestmark = pytest.mark.timeout(300)

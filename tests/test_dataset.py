@@ -4,10 +4,10 @@ import json
 import numpy as np
 import pytest
 
-from edge_daemon import schema
-from edge_daemon.cli import main
-from edge_daemon.synth import dataset
-from edge_daemon.synth.dataset import read_labels, write_dataset
+from edge_core import schema
+from edge_core.cli import main
+from edge_core.synth import dataset
+from edge_core.synth.dataset import read_labels, write_dataset
 
 N = dataset.CHUNK_PACKETS + 88  # more than one chunk, the last one partial
 

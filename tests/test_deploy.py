@@ -127,7 +127,7 @@ def test_dashboard_is_a_grafana_dashboard():
         refs = [t["refId"] for t in panel["targets"]]
         assert len(refs) == len(set(refs)), panel["title"]
     # latency panels draw max_exec (from the schema) as their threshold
-    from edge_daemon.schema import TASKS
+    from edge_core.schema import TASKS
 
     budgets = {t.name: t.max_exec_s for t in TASKS}
     latency = [p for p in board["panels"] if p["title"].startswith("Latency p50 / p99")]

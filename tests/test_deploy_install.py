@@ -21,7 +21,7 @@ CONFIGS = {
     "jetson-orin.toml": ("/opt/edge-tc/models/default", "tensorrt"),
     "rpi-coral.toml": ("/opt/edge-tc/models/default-edgetpu", "tflite"),
 }
-EDGE_TC = [sys.executable, "-m", "edge_daemon.cli"]
+EDGE_TC = [sys.executable, "-m", "edge_core.cli"]
 
 
 def dry_run(script: str, *args: str) -> subprocess.CompletedProcess[str]:

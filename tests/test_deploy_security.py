@@ -16,12 +16,12 @@ import pytest
 import zmq
 import zmq.auth
 
+from edge_core.errors import ConfigError
+from edge_core.schema import TASKS
+from edge_core.typed_config import ConfigProblems
 from edge_daemon.config import DaemonConfig
-from edge_daemon.errors import ConfigError
 from edge_daemon.pipeline import Daemon
 from edge_daemon.publisher import Classified, Publisher, PublisherConfig, decode_payload
-from edge_daemon.schema import TASKS
-from edge_daemon.typed_config import ConfigProblems
 
 pytestmark = pytest.mark.timeout(120)
 ROOT = Path(__file__).resolve().parents[1]
@@ -252,7 +252,7 @@ def test_a_tampered_bundle_is_refused_by_edge_tc_run(tmp_path):
         'bind = "tcp://127.0.0.1:*"\n[metrics]\nenabled = false\n[power]\ntype = "none"\n'
     )
     done = subprocess.run(
-        [sys.executable, "-m", "edge_daemon.cli", "run", "--config", str(config),
+        [sys.executable, "-m", "edge_core.cli", "run", "--config", str(config),
          "--duration", "5"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
@@ -269,7 +269,7 @@ def test_check_config_refuses_a_tampered_bundle(tmp_path):
     config = tmp_path / "edge-tc.toml"
     config.write_text(f'bundle = "{bundle}"\n[source]\ntype = "synthetic"\n')
     done = subprocess.run(
-        [sys.executable, "-m", "edge_daemon.cli", "check-config", str(config)],
+        [sys.executable, "-m", "edge_core.cli", "check-config", str(config)],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 2, done.stdout + done.stderr

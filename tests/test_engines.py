@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_daemon.bundle import MANIFEST_NAME, load_manifest, write_manifest
-from edge_daemon.errors import EdgeTcError, ModelError
-from edge_daemon.schema import TASK_BY_NAME, TASK_NAMES
+from edge_core.bundle import MANIFEST_NAME, load_manifest, write_manifest
+from edge_core.errors import EdgeTcError, ModelError
+from edge_core.schema import TASK_BY_NAME, TASK_NAMES
 from engines import base
 from engines.base import EngineConfigError, load
 
@@ -151,8 +151,10 @@ def test_tflite_without_xnnpack_gives_the_same_answer(tiny_bundle):
         assert engine.info.device == "cpu"
         got = engine.infer(x)
     want = _tflite_direct(tiny_bundle.directory / "model_int8.tflite", x)
+    # XNNPACK and TFLite's builtin kernels requantize with different rounding; which one wins a
+    # tie depends on the CPU's SIMD path, and two quanta of the uint8 output were seen here
     for task in TASK_NAMES:
-        np.testing.assert_allclose(got[task], want[task], atol=1 / 256 + 1e-6)
+        np.testing.assert_allclose(got[task], want[task], atol=2 / 256 + 1e-6)
 
 
 # ------------------------------------------------------------------------------ batch splitting

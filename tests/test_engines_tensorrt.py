@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_daemon.bundle import MANIFEST_NAME, load_manifest, write_manifest
-from edge_daemon.errors import EdgeTcError, ModelError
-from edge_daemon.schema import TASK_BY_NAME, TASK_NAMES
+from edge_core.bundle import MANIFEST_NAME, load_manifest, write_manifest
+from edge_core.errors import EdgeTcError, ModelError
+from edge_core.schema import TASK_BY_NAME, TASK_NAMES
 from engines import tensorrt as trt_backend
 from engines.base import load
 from engines.tensorrt import TensorRtConfig, TrtAdapter, load_tensorrt, plan_cache_name
@@ -371,7 +371,7 @@ def test_plan_is_built_once_then_cached(tiny_bundle, tmp_path):
     engine.close()
     assert trt.built[0]["flags"] == [trt.BuilderFlag.FP16]
     (plan,) = tmp_path.iterdir()
-    from edge_daemon.bundle import sha256_file
+    from edge_core.bundle import sha256_file
 
     onnx_sha = sha256_file(tiny_bundle.directory / "model_fp32.onnx")
     assert plan.name == plan_cache_name(

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from edge_daemon.errors import IQFormatError
-from edge_daemon.iq import formats
+from edge_core.errors import IQFormatError
+from edge_core.iq import formats
 
 
 def _random_iq(n: int, seed: int = 0) -> np.ndarray:

@@ -24,13 +24,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_daemon.assembler import AssemblerConfig, PacketAssembler
-from edge_daemon.cli import main as edge_tc
-from edge_daemon.inspect import default_tolerance_samples, match_intervals
-from edge_daemon.iq.sigmf_io import Recording, open_recording
+from edge_core.assembler import AssemblerConfig, PacketAssembler
+from edge_core.cli import main as edge_tc
+from edge_core.inspect import default_tolerance_samples, match_intervals
+from edge_core.iq.sigmf_io import Recording, open_recording
+from edge_core.schema import TASKS
 from edge_daemon.pipeline import packets_to_batch
 from edge_daemon.publisher import Subscriber
-from edge_daemon.schema import TASKS
 from engines.base import load
 
 pytestmark = pytest.mark.timeout(300)
@@ -168,7 +168,7 @@ type = "none"
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     daemon = subprocess.Popen(
-        [sys.executable, "-m", "edge_daemon.cli", "run", "--config", str(config)],
+        [sys.executable, "-m", "edge_core.cli", "run", "--config", str(config)],
         stderr=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
     flowgraph = subprocess.Popen(

@@ -27,8 +27,8 @@ import pytest
 import zmq
 from prometheus_client.parser import text_string_to_metric_families
 
-from edge_daemon.cli import main as edge_tc
-from edge_daemon.iq.sigmf_io import open_recording
+from edge_core.cli import main as edge_tc
+from edge_core.iq.sigmf_io import open_recording
 
 PROMETHEUS = shutil.which("prometheus")
 pytestmark = [
@@ -128,7 +128,7 @@ type = "none"
 """
     )
     daemon = subprocess.Popen(
-        [sys.executable, "-m", "edge_daemon.cli", "run", "--config", str(config)],
+        [sys.executable, "-m", "edge_core.cli", "run", "--config", str(config)],
         stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )  # fmt: skip
     lines: list[str] = []

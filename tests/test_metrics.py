@@ -8,8 +8,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+from edge_core.schema import TASK_NAMES, TASKS
 from edge_daemon.metrics import DROP_REASONS, DaemonMetrics, MetricsServer, latency_buckets
-from edge_daemon.schema import TASK_NAMES, TASKS
 from engines.base import EngineInfo
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edge_core.errors import SourceError
 from edge_daemon.config import DaemonConfig
-from edge_daemon.errors import SourceError
 from edge_daemon.pipeline import Daemon, packets_to_batch
 from edge_daemon.power import PowerMeter, PowerReading
 from edge_daemon.publisher import Subscriber
@@ -410,7 +410,7 @@ def test_packet_gain_follows_the_bundle_manifest(tiny_bundle, tmp_path):
     import json
     import shutil
 
-    from edge_daemon.bundle import MANIFEST_NAME
+    from edge_core.bundle import MANIFEST_NAME
     from edge_daemon.pipeline import resolve_packet_gain
 
     config = daemon_config(tiny_bundle.directory)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from edge_core.typed_config import ConfigProblems
 from edge_daemon.power import (
     Ina3221Meter,
     NoPowerMeter,
@@ -17,7 +18,6 @@ from edge_daemon.power import (
     open_power_meter,
     rapl_zones,
 )
-from edge_daemon.typed_config import ConfigProblems
 
 DATA = Path(__file__).parent / "data" / "power"
 FAKES = Path(__file__).parent / "fakes"

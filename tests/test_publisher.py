@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import zmq
 
-from edge_daemon.errors import ConfigError
+from edge_core.errors import ConfigError
+from edge_core.schema import TASKS
+from edge_core.typed_config import ConfigProblems
 from edge_daemon.publisher import (
     Classified,
     Publisher,
@@ -18,8 +20,6 @@ from edge_daemon.publisher import (
     decode_payload,
     label_entries,
 )
-from edge_daemon.schema import TASKS
-from edge_daemon.typed_config import ConfigProblems
 
 ANY_PORT = "tcp://127.0.0.1:*"
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from edge_core.cli import main
 from edge_daemon import runcli
-from edge_daemon.cli import main
 
 pytestmark = pytest.mark.timeout(180)
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,7 +87,7 @@ def test_sigterm_drains_and_exits_zero(tmp_path, tiny_bundle):
     path = config_file(tmp_path, tiny_bundle.directory, source)
     env = {**os.environ, "JOURNAL_STREAM": "8:1234", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "edge_daemon.cli", "run", "--config", str(path)],
+        [sys.executable, "-m", "edge_core.cli", "run", "--config", str(path)],
         cwd=ROOT, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
     )  # fmt: skip
     seen: list[str] = []

@@ -1,7 +1,7 @@
 import pytest
 
-from edge_daemon import schema
-from edge_daemon.errors import ModelError
+from edge_core import schema
+from edge_core.errors import ModelError
 
 
 def test_tasks_in_dataset_order_with_budgets():

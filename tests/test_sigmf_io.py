@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import sigmf
 
-from edge_daemon.errors import IQFormatError, SourceError
-from edge_daemon.iq import formats
-from edge_daemon.iq.sigmf_io import SigMFWriter, open_recording
+from edge_core.errors import IQFormatError, SourceError
+from edge_core.iq import formats
+from edge_core.iq.sigmf_io import SigMFWriter, open_recording
 
 RATE = 20e6
 

@@ -5,8 +5,9 @@ import itertools
 import numpy as np
 import pytest
 
-from edge_daemon.errors import SourceError
-from edge_daemon.iq.sigmf_io import SigMFWriter
+from edge_core.errors import SourceError
+from edge_core.iq.sigmf_io import SigMFWriter
+from edge_core.synth.stream import StreamConfig, write_stream
 from edge_daemon.sources.base import (
     NullEvents,
     SourceConfigError,
@@ -14,7 +15,6 @@ from edge_daemon.sources.base import (
     source_config_from_dict,
 )
 from edge_daemon.sources.sigmf import SigMFSource, SigMFSourceConfig
-from edge_daemon.synth.stream import StreamConfig, write_stream
 
 
 def _iq(n: int, seed: int = 0) -> np.ndarray:

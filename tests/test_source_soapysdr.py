@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_daemon.errors import SourceError
+from edge_core.errors import SourceError
 from edge_daemon.sources.base import NullEvents, SourceConfigError, source_config_from_dict
 from edge_daemon.sources.soapysdr import SoapySDRSource, SoapySDRSourceConfig
 

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from edge_daemon.assembler import PacketAssembler
+from edge_core.assembler import PacketAssembler
+from edge_core.synth.stream import NOISE_POWER, ChannelSimulator, StreamConfig
 from edge_daemon.sources.base import NullEvents, SourceConfigError, source_config_from_dict
 from edge_daemon.sources.synthetic import LiveChannel, SyntheticSource, SyntheticSourceConfig
-from edge_daemon.synth.stream import NOISE_POWER, ChannelSimulator, StreamConfig
 
 
 def _read(source, n_chunks):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import zmq
 
-from edge_daemon.iq import formats
+from edge_core.iq import formats
 from edge_daemon.sources.base import NullEvents, SourceConfigError, source_config_from_dict
 from edge_daemon.sources.zmq import (
     TagHeaderError,

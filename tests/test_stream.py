@@ -3,10 +3,10 @@ import itertools
 import numpy as np
 import pytest
 
-from edge_daemon import schema
-from edge_daemon.cli import main
-from edge_daemon.iq.sigmf_io import open_recording
-from edge_daemon.synth.stream import DIFS, SIFS, StreamConfig, write_stream
+from edge_core import schema
+from edge_core.cli import main
+from edge_core.iq.sigmf_io import open_recording
+from edge_core.synth.stream import DIFS, SIFS, StreamConfig, write_stream
 
 SECONDS = 0.06
 

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 from scipy.signal import resample_poly
 
-from edge_daemon.synth import dsss
-from edge_daemon.synth.dsss import (
+from edge_core.synth import dsss
+from edge_core.synth.dsss import (
     BARKER,
     DSSS_RATES_MBPS,
     LONG_SEED,

@@ -18,7 +18,7 @@ and end to end by decoding our own waveforms with the small receiver at the bott
 import numpy as np
 import pytest
 
-from edge_daemon.synth import ofdm
+from edge_core.synth import ofdm
 
 
 def _bits(hex_str: str) -> np.ndarray:

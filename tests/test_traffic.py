@@ -3,9 +3,9 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from edge_daemon import schema
-from edge_daemon.synth import traffic
-from edge_daemon.synth.traffic import TrafficMix, sample_spec
+from edge_core import schema
+from edge_core.synth import traffic
+from edge_core.synth.traffic import TrafficMix, sample_spec
 
 
 def _specs(n=20000, seed=1, mix=None):

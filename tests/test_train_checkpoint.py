@@ -2,7 +2,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="the train extra (torch) is not installed")
 
-from edge_daemon.errors import ModelError  # noqa: E402
+from edge_core.errors import ModelError  # noqa: E402
 from train.checkpoint import ModelSpec, load_checkpoint, save_checkpoint  # noqa: E402
 
 

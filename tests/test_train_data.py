@@ -4,8 +4,8 @@ import pickle
 import numpy as np
 import pytest
 
-from edge_daemon.errors import IQFormatError
-from edge_daemon.schema import APP_TYPE_OF_APP, INPUT_LENGTH, TASK_NAMES, TASKS
+from edge_core.errors import IQFormatError
+from edge_core.schema import APP_TYPE_OF_APP, INPUT_LENGTH, TASK_NAMES, TASKS
 from train.data import (
     PAPER1_BALANCED_PACKETS,
     MatPacketDataset,

@@ -9,8 +9,8 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="the train extra (torch) is not installed")
 
-from edge_daemon.schema import TASK_NAMES  # noqa: E402
-from edge_daemon.synth.dataset import write_dataset  # noqa: E402
+from edge_core.schema import TASK_NAMES  # noqa: E402
+from edge_core.synth.dataset import write_dataset  # noqa: E402
 from train.checkpoint import load_checkpoint  # noqa: E402
 
 
@@ -31,7 +31,7 @@ def test_fit_runs_data_parallel_on_two_cpu_processes(tmp_path):
         "--nproc_per_node",
         "2",
         "-m",
-        "edge_daemon.cli",
+        "edge_core.cli",
         "train",
         "fit",
         "--data",

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from edge_daemon.cli import main
-from edge_daemon.schema import TASK_NAMES
+from edge_core.cli import main
+from edge_core.schema import TASK_NAMES
 
 
 def test_evaluate_bundle_runs_each_model_through_its_engine(tiny_bundle, capsys):

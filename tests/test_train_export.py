@@ -15,11 +15,11 @@ ort = pytest.importorskip("onnxruntime", reason="onnxruntime (train/onnx extra) 
 pytest.importorskip("onnx", reason="onnx (train extra) is not installed")
 pytest.importorskip("ai_edge_litert", reason="ai-edge-litert (train extra) is not installed")
 
-from edge_daemon.bundle import load_manifest  # noqa: E402
-from edge_daemon.cli import main  # noqa: E402
-from edge_daemon.errors import EdgeTcError, ModelError  # noqa: E402
-from edge_daemon.schema import TASK_NAMES, TASKS  # noqa: E402
-from edge_daemon.synth.dataset import write_dataset  # noqa: E402
+from edge_core.bundle import load_manifest  # noqa: E402
+from edge_core.cli import main  # noqa: E402
+from edge_core.errors import EdgeTcError, ModelError  # noqa: E402
+from edge_core.schema import TASK_NAMES, TASKS  # noqa: E402
+from edge_core.synth.dataset import write_dataset  # noqa: E402
 from train import export as ex  # noqa: E402
 from train.checkpoint import ModelSpec, save_checkpoint  # noqa: E402
 from train.data import PacketDataset  # noqa: E402

@@ -8,10 +8,10 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="the train extra (torch) is not installed")
 
-from edge_daemon.cli import main  # noqa: E402
-from edge_daemon.errors import ModelError  # noqa: E402
-from edge_daemon.schema import TASK_NAMES  # noqa: E402
-from edge_daemon.synth.dataset import write_dataset  # noqa: E402
+from edge_core.cli import main  # noqa: E402
+from edge_core.errors import ModelError  # noqa: E402
+from edge_core.schema import TASK_NAMES  # noqa: E402
+from edge_core.synth.dataset import write_dataset  # noqa: E402
 from train.checkpoint import ModelSpec, load_checkpoint  # noqa: E402
 from train.data import read_labels_csv  # noqa: E402
 from train.trainer import (  # noqa: E402

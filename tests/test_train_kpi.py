@@ -9,9 +9,9 @@ torch = pytest.importorskip("torch", reason="the train extra (torch) is not inst
 
 from torch import nn  # noqa: E402
 
-from edge_daemon.cli import main  # noqa: E402
-from edge_daemon.errors import ModelError  # noqa: E402
-from edge_daemon.schema import TASK_BY_NAME, TASK_NAMES  # noqa: E402
+from edge_core.cli import main  # noqa: E402
+from edge_core.errors import ModelError  # noqa: E402
+from edge_core.schema import TASK_BY_NAME, TASK_NAMES  # noqa: E402
 from train.kpi import (  # noqa: E402
     buffered_memory,
     compare,

@@ -9,8 +9,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import train  # noqa: E402
-from edge_daemon.errors import EdgeTcError  # noqa: E402
-from edge_daemon.schema import INPUT_LENGTH, TASK_NAMES, TASKS  # noqa: E402
+from edge_core.errors import EdgeTcError  # noqa: E402
+from edge_core.schema import INPUT_LENGTH, TASK_NAMES, TASKS  # noqa: E402
 from train import MODEL_NAMES, TRAIN_EXTRA_MISSING  # noqa: E402
 from train.cli import add_train_parser  # noqa: E402
 from train.data import PacketDataset  # noqa: E402

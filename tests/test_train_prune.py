@@ -5,8 +5,8 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="the train extra (torch) is not installed")
 
-from edge_daemon.errors import ModelError  # noqa: E402
-from edge_daemon.schema import TASK_NAMES  # noqa: E402
+from edge_core.errors import ModelError  # noqa: E402
+from edge_core.schema import TASK_NAMES  # noqa: E402
 from train.checkpoint import ModelSpec, load_checkpoint, save_checkpoint  # noqa: E402
 from train.models import describe  # noqa: E402
 from train.prune import (  # noqa: E402
@@ -371,7 +371,7 @@ def test_sweep_writes_json_plot_and_checkpoints(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """A 240-packet synthetic dataset and an (untrained) small mtl1d checkpoint naming a split."""
-    from edge_daemon.synth.dataset import write_dataset
+    from edge_core.synth.dataset import write_dataset
 
     root = tmp_path_factory.mktemp("prune_cli")
     data = write_dataset(root / "data", 240, seed=3, workers=1, progress=False)
@@ -384,7 +384,7 @@ def tiny_run(tmp_path_factory):
 
 def _cli(command, root, data, out, options):
     """`edge-tc train COMMAND --checkpoint root/best.pt --data data --out out OPTIONS...`."""
-    from edge_daemon.cli import main
+    from edge_core.cli import main
 
     argv = ["train", command, "--checkpoint", str(root / "best.pt"), "--data", str(data)]
     return main([*argv, "--out", str(out), "--no-progress", *options.split()])

@@ -1,6 +1,6 @@
 """Benchmark the packet assembler on one core against real time at 20 Msps.
 
-Makes a seeded synthetic stream (the channel simulator `edge_daemon.synth.stream` when it can
+Makes a seeded synthetic stream (the channel simulator `edge_core.synth.stream` when it can
 be imported, else the burst maker of tests/test_assembler.py), feeds it to a PacketAssembler in
 chunks, and reports the median of `--repeat` runs as JSON (`--out`, default
 out/bench_assembler.json). The target is realtime_factor >= 10: one core detects and cuts 20
@@ -32,8 +32,8 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from edge_daemon.assembler import AssemblerConfig, PacketAssembler  # noqa: E402
-from edge_daemon.schema import SAMPLE_RATE_HZ  # noqa: E402
+from edge_core.assembler import AssemblerConfig, PacketAssembler  # noqa: E402
+from edge_core.schema import SAMPLE_RATE_HZ  # noqa: E402
 
 TARGET_REALTIME_FACTOR = 10.0
 
@@ -57,7 +57,7 @@ def pin_one_core() -> str:
 
 def channel_stream(seconds: float, seed: int, traffic_scale: float) -> np.ndarray:
     """`seconds` of the channel simulator's 802.11 traffic (complex64)."""
-    from edge_daemon.synth.stream import ChannelSimulator, StreamConfig
+    from edge_core.synth.stream import ChannelSimulator, StreamConfig
 
     total = round(seconds * SAMPLE_RATE_HZ)
     sim = ChannelSimulator(StreamConfig(traffic_scale=traffic_scale), seed)
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     source = args.source
     if source == "auto":
         try:
-            importlib.import_module("edge_daemon.synth.stream")
+            importlib.import_module("edge_core.synth.stream")
             source = "channel"
         except ImportError:
             source = "bursts"

@@ -52,7 +52,7 @@ def make_messages(
     """Bursts of `count` packets grouped into messages of about `message_samples` samples (as a
     gr-zeromq sink's work() calls would carry them): (messages as cf32 bytes, packets in each,
     the packets' model input (count, 2, 3000))."""
-    from edge_daemon.assembler import PacketAssembler
+    from edge_core.assembler import PacketAssembler
     from edge_daemon.pipeline import packets_to_batch
     from edge_daemon.sources.base import NullEvents
     from edge_daemon.sources.synthetic import SyntheticSource, SyntheticSourceConfig
@@ -195,7 +195,7 @@ type = "none"
 """)  # fmt: skip
     log = (workdir / "daemon.log").open("w+")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "edge_daemon.cli", "run", "--config", str(config)],
+        [sys.executable, "-m", "edge_core.cli", "run", "--config", str(config)],
         cwd=ROOT, stderr=log, stdout=subprocess.DEVNULL,
     )  # fmt: skip
     deadline = time.monotonic() + 60

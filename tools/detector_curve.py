@@ -19,8 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from edge_daemon.inspect import inspect_recording  # noqa: E402
-from edge_daemon.synth.stream import StreamConfig, write_stream  # noqa: E402
+from edge_core.inspect import inspect_recording  # noqa: E402
+from edge_core.synth.stream import StreamConfig, write_stream  # noqa: E402
 
 KEYS = ("annotated", "detected", "matched", "recall", "precision", "start_error_samples_median")
 

@@ -19,10 +19,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 from scipy import signal
 
-from edge_daemon.schema import APP, FRAME, PHY, SAMPLE_RATE_HZ
-from edge_daemon.synth.generator import LabelledPacket, generate_packets
-from edge_daemon.synth.impairments import Impairments
-from edge_daemon.synth.traffic import TrafficMix
+from edge_core.schema import APP, FRAME, PHY, SAMPLE_RATE_HZ
+from edge_core.synth.generator import LabelledPacket, generate_packets
+from edge_core.synth.impairments import Impairments
+from edge_core.synth.traffic import TrafficMix
 
 BALANCED = TrafficMix(
     phy_by_frame={f: {p: 1.0 for p in PHY.classes} for f in FRAME.classes},

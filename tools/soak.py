@@ -50,8 +50,8 @@ from prometheus_client.parser import text_string_to_metric_families
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from edge_core.schema import TASK_NAMES  # noqa: E402
 from edge_daemon.publisher import Subscriber  # noqa: E402
-from edge_daemon.schema import TASK_NAMES  # noqa: E402
 
 STOPPED = re.compile(r"stopped: detected (\d+), classified (\d+), failed (\d+), dropped (\{.*\})")
 
@@ -200,7 +200,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
     write_config(config, Path(args.bundle).resolve(), args.traffic_scale, args.engine_threads)
     env = {**os.environ, "OMP_NUM_THREADS": str(max(args.engine_threads, 1))}
     daemon = subprocess.Popen(
-        [sys.executable, "-m", "edge_daemon.cli", "run", "--config", str(config)],
+        [sys.executable, "-m", "edge_core.cli", "run", "--config", str(config)],
         stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
     )  # fmt: skip
     log: list[str] = []

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from edge_daemon.errors import ModelError
+from edge_core.errors import ModelError
 from train.models import build_model
 
 CHECKPOINT_FORMAT = 1

@@ -14,8 +14,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from edge_daemon.errors import EdgeTcError
-from edge_daemon.schema import INPUT_LENGTH, TASK_BY_NAME
+from edge_core.errors import EdgeTcError
+from edge_core.schema import INPUT_LENGTH, TASK_BY_NAME
 from train import MODEL_NAMES, TRAIN_EXTRA_MISSING
 
 DEFAULT_CLASSES = 3
@@ -818,7 +818,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         tensorrt_batches=tuple(args.trt_batch),
         agreement_required=None if args.int8_agreement is None else {"int8": args.int8_agreement},
     )
-    from edge_daemon.bundle import load_manifest
+    from edge_core.bundle import load_manifest
 
     bundle = load_manifest(out)
     print(f"bundle {out}: {len(bundle.models)} model files, tasks {', '.join(bundle.tasks)}")
@@ -832,7 +832,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 def _add_export_parser(train_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """`train export`: a checkpoint to a model bundle (ONNX, TFLite Edge TPU, TensorRT)."""
-    from edge_daemon.bundle import DEFAULT_EXPORTS, EXPORTS
+    from edge_core.bundle import DEFAULT_EXPORTS, EXPORTS
 
     ex = train_sub.add_parser(
         "export",

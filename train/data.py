@@ -1,12 +1,12 @@
 """Packet datasets streamed from disk, the papers' splits, and the task correlation analysis.
 
 Two on-disk formats, one item contract: `dataset[i]` is `(x, labels)` with `x` float32
-(2, length) (row 0 I, row 1 Q) and `labels` task name -> class index in `edge_daemon.schema`
+(2, length) (row 0 I, row 1 Q) and `labels` task name -> class index in `edge_core.schema`
 order. Both datasets are map-style (`__len__`, `__getitem__`) and picklable, so they work with
 `torch.utils.data.DataLoader` (its default collate turns them into tensors) and its worker
 processes; this module itself needs neither torch nor, for our format, h5py.
 
-* `PacketDataset`: ours (`edge_daemon/synth/dataset.py`): `iq.npy` memory-mapped + `labels.csv`.
+* `PacketDataset`: ours (`edge_core/synth/dataset.py`): `iq.npy` memory-mapped + `labels.csv`.
 * `MatPacketDataset`: the papers' real dataset (tc_spectrum, Zenodo 10.5281/zenodo.5208201),
   MATLAB v7.3 files `waveforms_2G_n_SNR_<task>_balanced.mat`, read packet by packet with h5py.
 
@@ -25,15 +25,15 @@ from typing import Any, Literal
 
 import numpy as np
 
-from edge_daemon.errors import IQFormatError
-from edge_daemon.schema import INPUT_LENGTH, REAL_LABEL_ORDER, TASK_BY_NAME, TASK_NAMES, TASKS
+from edge_core.errors import IQFormatError
+from edge_core.schema import INPUT_LENGTH, REAL_LABEL_ORDER, TASK_BY_NAME, TASK_NAMES, TASKS
 from train import TRAIN_EXTRA_MISSING
 
 TaskLabels = dict[str, int]
 Item = tuple[np.ndarray, TaskLabels]
 
 LABEL_COLUMNS = (*TASK_NAMES, "snr_db")
-"""Header of our `labels.csv`, as `edge_daemon.synth.dataset` writes it (not imported from
+"""Header of our `labels.csv`, as `edge_core.synth.dataset` writes it (not imported from
 there: that module pulls in the whole generator)."""
 
 

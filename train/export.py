@@ -17,7 +17,7 @@ From a checkpoint (`train.checkpoint.load_checkpoint`):
 
 `export_bundle` runs held-out packets through PyTorch and every export, records per-task test
 accuracy and top-1 agreement with PyTorch, refuses an export whose agreement is below
-`AGREEMENT_REQUIRED`, and writes the bundle (`edge_daemon.bundle`).
+`AGREEMENT_REQUIRED`, and writes the bundle (`edge_core.bundle`).
 """
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from edge_daemon import bundle as bundle_mod
-from edge_daemon.errors import EdgeTcError, ModelError
-from edge_daemon.schema import INPUT_LENGTH, TASK_BY_NAME, TASK_NAMES, as_dict
+from edge_core import bundle as bundle_mod
+from edge_core.errors import EdgeTcError, ModelError
+from edge_core.schema import INPUT_LENGTH, TASK_BY_NAME, TASK_NAMES, as_dict
 from train import TRAIN_EXTRA_MISSING
 from train.checkpoint import ModelSpec, load_checkpoint
 from train.models import ConvTrunk1d, DenseHead, SameConv1d, describe

@@ -23,8 +23,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from edge_daemon.errors import ModelError
-from edge_daemon.schema import INPUT_LENGTH, TASK_BY_NAME, TASK_NAMES
+from edge_core.errors import ModelError
+from edge_core.schema import INPUT_LENGTH, TASK_BY_NAME, TASK_NAMES
 from train.models import count_macs, trainable_param_count
 
 KPI = dict[str, Any]

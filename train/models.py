@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edge_daemon.schema import INPUT_LENGTH, TASK_NAMES, TASKS
+from edge_core.schema import INPUT_LENGTH, TASK_NAMES, TASKS
 from train import MODEL_NAMES
 
 KERAS_BN_EPS = 1e-3

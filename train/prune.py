@@ -42,8 +42,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from edge_daemon.errors import ModelError
-from edge_daemon.schema import INPUT_LENGTH, TASK_NAMES
+from edge_core.errors import ModelError
+from edge_core.schema import INPUT_LENGTH, TASK_NAMES
 from train.checkpoint import ModelSpec, save_checkpoint
 from train.models import Cnn2d, Mtl1d, ResNet, Stl1d, describe
 

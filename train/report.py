@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from edge_daemon.errors import ModelError
-from edge_daemon.schema import TASK_BY_NAME
+from edge_core.errors import ModelError
+from edge_core.schema import TASK_BY_NAME
 
 
 def _pyplot() -> Any:

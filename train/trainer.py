@@ -30,8 +30,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from tqdm import tqdm
 
-from edge_daemon.errors import ModelError
-from edge_daemon.schema import TASK_BY_NAME, TASK_NAMES
+from edge_core.errors import ModelError
+from edge_core.schema import TASK_BY_NAME, TASK_NAMES
 from train.checkpoint import ModelSpec, load_checkpoint, save_checkpoint
 from train.data import (
     PAPER1_TEST_FRACTION,

@@ -34,8 +34,8 @@ from typing import ClassVar, Protocol
 
 import numpy as np
 
-from edge_daemon.errors import SourceError
-from edge_daemon.typed_config import ConfigProblems, TypedConfig
+from edge_core.errors import SourceError
+from edge_core.typed_config import ConfigProblems, TypedConfig
 
 
 class SourceConfigError(ConfigProblems):

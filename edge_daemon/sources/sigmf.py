@@ -16,8 +16,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from edge_daemon.errors import SourceError
-from edge_daemon.iq.sigmf_io import Recording, open_recording
+from edge_core.errors import SourceError
+from edge_core.iq.sigmf_io import Recording, open_recording
 from edge_daemon.sources.base import (
     Chunk,
     PacedChunks,

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from edge_daemon.errors import SourceError
+from edge_core.errors import SourceError
 from edge_daemon.sources.base import (
     Chunk,
     Source,

@@ -1,6 +1,6 @@
 """The traffic generator as a live source (config `type = "synthetic"`): the `--demo` default.
 
-The channel is `edge_daemon.synth.stream.ChannelSimulator` (802.11 DCF timing, beacons, probes,
+The channel is `edge_core.synth.stream.ChannelSimulator` (802.11 DCF timing, beacons, probes,
 application sessions, background stations), rendered block by block as it is read; nothing is
 written to disk. `traffic_scale` multiplies every traffic source's packet rate (at 1.0 the
 channel carries about 250-550 packets per second, depending on the application in session),
@@ -25,8 +25,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from edge_daemon.errors import SourceError
-from edge_daemon.schema import APP, SAMPLE_RATE_HZ
+from edge_core.errors import SourceError
+from edge_core.schema import APP, SAMPLE_RATE_HZ
+from edge_core.synth.generator import synthesize
+from edge_core.synth.impairments import complex_noise, multipath_taps
+from edge_core.synth.stream import NOISE_POWER, ChannelSimulator, StreamConfig, StreamPacket
 from edge_daemon.sources.base import (
     Chunk,
     PacedChunks,
@@ -35,9 +38,6 @@ from edge_daemon.sources.base import (
     SourceConfig,
     SourceEvents,
 )
-from edge_daemon.synth.generator import synthesize
-from edge_daemon.synth.impairments import complex_noise, multipath_taps
-from edge_daemon.synth.stream import NOISE_POWER, ChannelSimulator, StreamConfig, StreamPacket
 
 KEY = "synthetic"
 NOISE_POOL_SAMPLES = 1 << 20  # 52 ms of 20 Msps noise, drawn once

@@ -30,8 +30,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from edge_daemon.errors import SourceError
-from edge_daemon.iq import formats
+from edge_core.errors import SourceError
+from edge_core.iq import formats
 from edge_daemon.sources.base import (
     Chunk,
     Source,
@@ -132,7 +132,7 @@ class ZmqSourceConfig(SourceConfig):
     address: the endpoint ("tcp://host:port", "ipc:///path"). socket: "sub" (for a pub_sink)
     or "pull" (for a push_sink). mode: "connect" (the sinks bind) or "bind". subscribe: SUB
     topic prefix (a sink's `key`; "" takes every message). sample_format: a name of
-    `edge_daemon.iq.formats.FORMATS` ("cf32_le", "ci16_le", "ci8", ...) or "cf32"/"ci16".
+    `edge_core.iq.formats.FORMATS` ("cf32_le", "ci16_le", "ci8", ...) or "cf32"/"ci16".
     sample_rate_hz: the stream's rate (ZeroMQ does not carry it). pass_tags: payloads start
     with gr-zeromq's tag header. max_message_bytes: larger messages are dropped. rcvhwm:
     messages queued in the socket before ZeroMQ drops (ZMQ_RCVHWM). reconnect_ivl_ms: how soon

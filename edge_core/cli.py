@@ -1,18 +1,25 @@
-"""The `edge-tc` command: one entry point, one subcommand per job."""
+"""The `edge-tc` command: one entry point; each package registers its own subcommands.
+
+A package adds commands through the `edge_tc.commands` entry-point group (pyproject.toml): each
+entry names a function that takes the main parser's subparsers and adds its commands, the way
+pytest and flask find their plugins. The core registers `synth` and `inspect` here, `engines`
+registers `bench`, the service `run` and `check-config`, the offline tool `train`; this module
+imports none of them, so the layers below never import the layers above.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from importlib.metadata import EntryPoint, entry_points
 
-from edge_daemon.errors import EdgeTcError
-from edge_daemon.runcli import add_run_parser
-from engines.bench import add_bench_parser
-from train.cli import add_train_parser
+from edge_core.errors import EdgeTcError
 
 EXIT_BAD_INPUT = 2
+COMMAND_GROUP = "edge_tc.commands"
+"""The entry-point group of subcommand registrars: `name = "module:add_parser"`."""
 
 
 def _snr_range(values: Sequence[float]) -> tuple[float, float]:
@@ -23,8 +30,8 @@ def _snr_range(values: Sequence[float]) -> tuple[float, float]:
 
 
 def _cmd_synth_dataset(args: argparse.Namespace) -> int:
-    from edge_daemon.synth.dataset import write_dataset
-    from edge_daemon.synth.impairments import Impairments
+    from edge_core.synth.dataset import write_dataset
+    from edge_core.synth.impairments import Impairments
 
     impairments = Impairments(snr_db=_snr_range(args.snr_db))
     out = write_dataset(
@@ -36,7 +43,7 @@ def _cmd_synth_dataset(args: argparse.Namespace) -> int:
 
 
 def _cmd_synth_stream(args: argparse.Namespace) -> int:
-    from edge_daemon.synth.stream import StreamConfig, write_stream
+    from edge_core.synth.stream import StreamConfig, write_stream
 
     config = StreamConfig(snr_db=_snr_range(args.snr_db), traffic_scale=args.traffic_scale)
     base = write_stream(args.out, args.seconds, args.seed, config, progress=not args.quiet)
@@ -45,8 +52,8 @@ def _cmd_synth_stream(args: argparse.Namespace) -> int:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from edge_daemon.assembler import AssemblerConfig
-    from edge_daemon.inspect import inspect_recording
+    from edge_core.assembler import AssemblerConfig
+    from edge_core.inspect import inspect_recording
 
     config = AssemblerConfig(use_stf_autocorr=args.stf)
     report = inspect_recording(args.file, config)
@@ -59,12 +66,8 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="edge-tc", description="Spectrum-based 802.11 traffic classification at the edge."
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def add_core_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register `edge-tc synth ...` and `edge-tc inspect`."""
     synth = sub.add_parser("synth", help="generate synthetic 802.11 traffic")
     synth_sub = synth.add_subparsers(dest="synth_command", required=True)
 
@@ -94,9 +97,42 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--stf", action="store_true", help="refine OFDM starts with L-STF autocorr")
     ins.set_defaults(func=_cmd_inspect)
 
-    add_train_parser(sub)
-    add_run_parser(sub)
-    add_bench_parser(sub)
+
+def _unavailable(name: str, error: BaseException) -> Callable[[argparse.Namespace], int]:
+    def fail(_args: argparse.Namespace) -> int:
+        raise EdgeTcError(
+            f"command {name!r} unavailable: {type(error).__name__}: {error}; "
+            "install the extra that provides it (pip install 'edge-tc[...]')"
+        )
+
+    return fail
+
+
+def _register(sub: argparse._SubParsersAction[argparse.ArgumentParser], ep: EntryPoint) -> None:
+    """Run one registrar; one that cannot be imported leaves a command that says why."""
+    try:
+        add_parser = ep.load()
+    except ImportError as exc:
+        stub = sub.add_parser(ep.name, help=f"unavailable ({exc})", add_help=False)
+        stub.add_argument("rest", nargs=argparse.REMAINDER)
+        stub.set_defaults(func=_unavailable(ep.name, exc))
+        return
+    add_parser(sub)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The main parser, with every installed package's subcommands."""
+    parser = argparse.ArgumentParser(
+        prog="edge-tc", description="Spectrum-based 802.11 traffic classification at the edge."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    registrars = sorted(entry_points(group=COMMAND_GROUP), key=lambda ep: ep.name)
+    if not registrars:
+        raise EdgeTcError(
+            f"no {COMMAND_GROUP!r} entry points: edge-tc is not installed (pip install -e .)"
+        )
+    for ep in registrars:
+        _register(sub, ep)
     return parser
 
 

@@ -27,10 +27,10 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from edge_daemon.schema import APP, SAMPLE_RATE_HZ
-from edge_daemon.synth.generator import duration_samples, synthesize
-from edge_daemon.synth.impairments import Draw, apply_channel, complex_noise
-from edge_daemon.synth.traffic import (
+from edge_core.schema import APP, SAMPLE_RATE_HZ
+from edge_core.synth.generator import duration_samples, synthesize
+from edge_core.synth.impairments import Draw, apply_channel, complex_noise
+from edge_core.synth.traffic import (
     APP_MODELS,
     PacketSpec,
     control_spec,
@@ -287,7 +287,7 @@ def write_stream(
     progress: bool = True,
 ) -> Path:
     """Write `seconds` of channel as a SigMF recording `out` (.sigmf-meta/.sigmf-data)."""
-    from edge_daemon.iq.sigmf_io import SigMFWriter
+    from edge_core.iq.sigmf_io import SigMFWriter
 
     if seconds <= 0:
         raise ValueError(f"seconds must be > 0, got {seconds}")

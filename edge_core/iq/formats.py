@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge_daemon.errors import IQFormatError
+from edge_core.errors import IQFormatError
 
 
 @dataclass(frozen=True)

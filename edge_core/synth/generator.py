@@ -8,10 +8,10 @@ from typing import Literal
 
 import numpy as np
 
-from edge_daemon.schema import INPUT_LENGTH
-from edge_daemon.synth import dsss, ofdm
-from edge_daemon.synth.impairments import Draw, Impairments, draw, impair_packet
-from edge_daemon.synth.traffic import PacketSpec, TrafficMix, sample_spec
+from edge_core.schema import INPUT_LENGTH
+from edge_core.synth import dsss, ofdm
+from edge_core.synth.impairments import Draw, Impairments, draw, impair_packet
+from edge_core.synth.traffic import PacketSpec, TrafficMix, sample_spec
 
 
 def random_psdu(length: int, rng: np.random.Generator) -> np.ndarray:

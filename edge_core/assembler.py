@@ -41,9 +41,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy.special import gammaincinv
 
-from edge_daemon.errors import ConfigError
-from edge_daemon.iq.formats import sanitize
-from edge_daemon.schema import INPUT_LENGTH, SAMPLE_RATE_HZ
+from edge_core.errors import ConfigError
+from edge_core.iq.formats import sanitize
+from edge_core.schema import INPUT_LENGTH, SAMPLE_RATE_HZ
 
 SIFS_S = 16e-6
 STF_PERIOD_S = 0.8e-6  # L-STF: ten 0.8 us short symbols

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from edge_daemon.errors import ModelError
+from edge_core.errors import ModelError
 
 INPUT_LENGTH = 3000
 """Complex samples per L1 packet after post-padding with zeros / post-truncation."""

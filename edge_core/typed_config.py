@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, dataclass, fields
 from typing import Any, ClassVar, Literal, TypeVar
 
-from edge_daemon.errors import ConfigError
+from edge_core.errors import ConfigError
 
 _C = TypeVar("_C", bound="TypedConfig")
 

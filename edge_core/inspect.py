@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from edge_daemon.assembler import AssemblerConfig, Packet, PacketAssembler
-from edge_daemon.iq.sigmf_io import open_recording
+from edge_core.assembler import AssemblerConfig, Packet, PacketAssembler
+from edge_core.iq.sigmf_io import open_recording
 
 DEFAULT_TOLERANCE_S = 2e-6
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from edge_daemon.schema import SAMPLE_RATE_HZ
+from edge_core.schema import SAMPLE_RATE_HZ
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ from typing import Literal
 
 import numpy as np
 
-from edge_daemon.schema import APP, APP_TYPE_OF_APP, FRAME, PHY
+from edge_core.schema import APP, APP_TYPE_OF_APP, FRAME, PHY
 
 Preamble = Literal["long", "short"]
 
@@ -145,6 +145,12 @@ class PacketSpec:
     rate: float  # Mbps for 802.11b/g, MCS index for 802.11n
     preamble: Preamble = "long"  # 802.11b only
     short_gi: bool = False  # 802.11n only
+    # What the MAC layer (edge_core/synth/mac.py) needs to build the PSDU's bytes.
+    mpdu_lengths: tuple[int, ...] = ()  # A-MPDU subframes' MPDU lengths incl. FCS; () = one MPDU
+    uplink: bool = False  # sent by the station (To DS) rather than by the AP (From DS)
+    station: int = 0  # the non-AP station of the exchange (index into the BSS's stations)
+    tid: int = 0  # QoS TID of data frames (0 best effort, 5 video, 6 voice)
+    session: int = -1  # capture session the packet belongs to (-1: none)
 
     @property
     def app_type(self) -> str:

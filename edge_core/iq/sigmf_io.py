@@ -1,7 +1,7 @@
 """SigMF recordings (`X.sigmf-meta` + `X.sigmf-data`): a streaming writer and a chunked reader.
 
 The metadata is built, validated and written by the `sigmf` package; samples go through the one
-format table in `edge_daemon.iq.formats`, so the writer never holds more than one chunk and the
+format table in `edge_core.iq.formats`, so the writer never holds more than one chunk and the
 reader never more than one `iter_chunks` chunk. Problems with a file are reported as
 SourceError (cannot open) or IQFormatError (malformed), always naming the file.
 """
@@ -23,9 +23,9 @@ import sigmf
 from sigmf.error import SigMFError
 from sigmf.sigmffile import get_dataset_filename_from_metadata, get_sigmf_filenames
 
-from edge_daemon import __version__
-from edge_daemon.errors import IQFormatError, SourceError
-from edge_daemon.iq import formats
+from edge_core import __version__
+from edge_core.errors import IQFormatError, SourceError
+from edge_core.iq import formats
 
 log = logging.getLogger(__name__)
 

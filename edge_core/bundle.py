@@ -3,7 +3,7 @@
 `train.export.export_bundle` writes bundles; engines and the daemon open them with
 `load_manifest`, which checks everything before a model file is handed to a runtime: the
 manifest's keys (unknown and missing keys are errors), its copy of the task schema against
-`edge_daemon.schema`, the sha256 and size of every file, that every file in the directory is
+`edge_core.schema`, the sha256 and size of every file, that every file in the directory is
 listed, that no file is a pickle, and that each export's recorded agreement with the PyTorch
 model meets the bar the bundle was exported under. Outputs map to tasks by tensor name, never
 by position. This module needs neither torch nor any runtime.
@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from edge_daemon.errors import ModelError
-from edge_daemon.schema import INPUT_LENGTH, TASK_BY_NAME, TASK_NAMES, check_schema
+from edge_core.errors import ModelError
+from edge_core.schema import INPUT_LENGTH, TASK_BY_NAME, TASK_NAMES, check_schema
 
 MANIFEST_NAME = "manifest.json"
 BUNDLE_FORMAT = "edge-tc-bundle"

@@ -3,7 +3,7 @@
 Layout of a dataset directory:
 
 * `iq.npy`: float32 (N, 2, 3000), row 0 I, row 1 Q, memory-mappable (`np.load(mmap_mode="r")`).
-* `labels.csv`: header `phy,frame,app_type,app,snr_db`, class names from `edge_daemon.schema`.
+* `labels.csv`: header `phy,frame,app_type,app,snr_db`, class names from `edge_core.schema`.
 * `packets.csv`: what the generator drew for each packet (subtype, length, rate/MCS, impairments).
 * `dataset.json`: provenance (seed, counts, mix, impairments); written last, so its presence
   means the dataset is complete.
@@ -26,11 +26,11 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from edge_daemon import __version__
-from edge_daemon.schema import INPUT_LENGTH, SAMPLE_RATE_HZ, TASK_NAMES
-from edge_daemon.synth.generator import generate_packets
-from edge_daemon.synth.impairments import Impairments
-from edge_daemon.synth.traffic import TrafficMix
+from edge_core import __version__
+from edge_core.schema import INPUT_LENGTH, SAMPLE_RATE_HZ, TASK_NAMES
+from edge_core.synth.generator import generate_packets
+from edge_core.synth.impairments import Impairments
+from edge_core.synth.traffic import TrafficMix
 
 CHUNK_PACKETS = 512
 LABEL_COLUMNS = (*TASK_NAMES, "snr_db")
