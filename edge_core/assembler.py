@@ -29,6 +29,15 @@ of it ignored; a channel that has not been quiet for `max_packet_samples` gets i
 estimated afresh (the floor was too low: gain change, constant interferer). Non-finite samples,
 `reset()` and index jumps drop the packet in progress (counted) and wait for a quiet channel
 before the next start. Packets starting during the warm-up are missed.
+
+Hostile input (issue 14): a sample with a component beyond `max_sample_magnitude` (random bytes
+read as float32 reach 3e38, whose square overflows) is corrupt like a NaN: it ends the packet
+in progress and is counted (`out_of_range_samples`), and no window sum ever holds it. The floor
+estimate ignores windows below `noise_floor_min_power` (runs of zeros: no receiver's noise is
+exactly zero), is never non-finite, stays within [`noise_floor_min_power`,
+`noise_floor_max_power`], and follows an estimate more than 20 dB below it at once (a floor
+left too high after a loud burst or a gain step would miss every packet), so detection recovers
+within one `noise_floor_update_samples` (3.3 ms at 20 Msps) of quiet input.
 """
 
 from __future__ import annotations
@@ -42,7 +51,6 @@ import numpy as np
 from scipy.special import gammaincinv
 
 from edge_core.errors import ConfigError
-from edge_core.iq.formats import sanitize
 from edge_core.schema import INPUT_LENGTH, SAMPLE_RATE_HZ
 
 SIFS_S = 16e-6
@@ -50,6 +58,8 @@ STF_PERIOD_S = 0.8e-6  # L-STF: ten 0.8 us short symbols
 STF_LENGTH_S = 8e-6
 
 _IDLE, _PACKET, _BLOCKED = 0, 1, 2
+FAST_DROP_RATIO = 100.0
+"""An estimate this much (20 dB) below the floor replaces it at once instead of by the EMA."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +82,10 @@ class AssemblerConfig:
     noise_floor_power: float | None = None  # known mean noise power per sample: skip warm-up
     use_stf_autocorr: bool = False
     stf_min_correlation: float = 0.5
+    # sane range of the input (full scale is +-1): beyond these the samples are corrupt
+    max_sample_magnitude: float = 1e12  # |I| or |Q| above this: counted, skipped like NaN
+    noise_floor_min_power: float = 1e-20  # windows below (zero runs) never set the floor
+    noise_floor_max_power: float = 1e20
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> ConfigError:
@@ -112,6 +126,14 @@ class AssemblerConfig:
             raise bad("noise_floor_power", "must be > 0")
         if not 0 < self.stf_min_correlation < 1:
             raise bad("stf_min_correlation", "must be in (0, 1)")
+        if not 0 < self.max_sample_magnitude <= 1e15:
+            raise bad("max_sample_magnitude", "must be in (0, 1e15] (float32 powers overflow)")
+        if not 0 < self.noise_floor_min_power < self.noise_floor_max_power <= 1e30:
+            raise bad(
+                "noise_floor_min_power",
+                f"want 0 < noise_floor_min_power < noise_floor_max_power "
+                f"({self.noise_floor_max_power!r}) <= 1e30",
+            )
 
 
 @dataclass(eq=False)
@@ -141,6 +163,8 @@ class AssemblerStats:
     force_cut: int = 0  # bursts cut at max_packet_samples (also emitted and counted detected)
     dropped_on_reset: int = 0  # packets in progress at reset(), a discontinuity or bad samples
     nonfinite_samples: int = 0  # NaN/Inf samples zeroed and skipped
+    out_of_range_samples: int = 0  # samples beyond max_sample_magnitude, skipped
+    skipped_samples: int = 0  # all samples skipped around corrupt ones (first to last bad)
     discontinuities: int = 0  # feed() calls whose first_sample_index jumped
 
     def as_dict(self) -> dict[str, int]:
@@ -280,6 +304,7 @@ class PacketAssembler:
         # Windowed noise power (mean of w exponentials) is Gamma(w, 1/w): its percentile q sits
         # at this fraction of the mean.
         self._percentile_to_mean = float(gammaincinv(w, c.noise_floor_percentile / 100) / w)
+        self._max_power = 2.0 * float(c.max_sample_magnitude) ** 2  # of one sample
         self._stf_period = max(1, round(STF_PERIOD_S * c.sample_rate_hz))
         self._stf_half = max(2 * self._stf_period, round(STF_LENGTH_S * c.sample_rate_hz) // 2)
         self._cols = np.arange(10 * w + 1)  # edge refinement rows (see _refine)
@@ -407,11 +432,17 @@ class PacketAssembler:
         c = self.config
         vals = np.concatenate(self._floor_values) if self._floor_values else np.empty(0)
         self._floor_values = []
+        # windows of (near) zeros are no noise: a gap filled with zeros must not set the floor
+        vals = vals[vals >= c.noise_floor_min_power * self._w]
         estimate = None
         if vals.size >= 16:
             k = round(c.noise_floor_percentile / 100 * (vals.size - 1))
             q = float(np.partition(vals, k)[k])  # the percentile, without np.percentile's cost
-            estimate = max(q / self._w / self._percentile_to_mean, 1e-30)
+            estimate = q / self._w / self._percentile_to_mean
+            if math.isfinite(estimate):
+                estimate = min(max(estimate, c.noise_floor_min_power), c.noise_floor_max_power)
+            else:  # cannot happen with sane samples; never let it reach the floor
+                estimate = None
         if self._floor is None:
             if estimate is None:  # too little data (a break during warm-up): keep warming up
                 self._next_event = at + c.noise_floor_warmup_samples
@@ -424,6 +455,11 @@ class PacketAssembler:
             self._floor = None
             self._next_event = at + c.noise_floor_warmup_samples
             return
+        elif estimate is not None and estimate * FAST_DROP_RATIO < self._floor:
+            # Far below: the floor was left high by a loud burst or a gain step, and would
+            # miss every packet until the EMA came down. Missed packets can only raise the
+            # estimate, so one this low is the channel's.
+            self._floor = estimate
         elif estimate is not None:
             # Missed packets can only raise the estimate, so follow decreases faster.
             alpha = c.noise_floor_alpha if estimate > self._floor else max(c.noise_floor_alpha, 0.5)
@@ -446,22 +482,23 @@ class PacketAssembler:
         power = buf.power[: h + n]
         power[:h] = self._hist_power
         squares = buf.squares[: 2 * n]
-        np.multiply(x.view(np.float32), x.view(np.float32), out=squares)
-        np.add(squares[0::2], squares[1::2], out=power[h:])
-        sums = moving_sum(power, w, buf.sums)
-        # NaN/Inf propagate into the window sums; windows h, h + w, ... and the last one
-        # cover every new sample.
+        with np.errstate(over="ignore", invalid="ignore"):  # corrupt samples: handled below
+            np.multiply(x.view(np.float32), x.view(np.float32), out=squares)
+            np.add(squares[0::2], squares[1::2], out=power[h:])
+            sums = moving_sum(power, w, buf.sums)
+        # NaN/Inf and out-of-range powers show in the window sums (powers are >= 0); windows
+        # h, h + w, ... and the last one cover every new sample.
         probe = sums[h::w] if n >= w else power[h:]
-        if not np.isfinite(np.add.reduce(probe) + (sums[-1] if sums.size else 0.0)):
-            clean, n_bad = sanitize(x)
-            if n_bad:  # no packet may span corrupt samples: skip from the first to the last
-                self.stats.nonfinite_samples += n_bad
-                bad = np.flatnonzero(~np.isfinite(x))
+        peak = max(float(probe.max()) if probe.size else 0.0, float(sums[-1]) if sums.size else 0.0)
+        if not peak <= self._max_power * w:  # NaN compares False
+            bad = self._corrupt(x)
+            if bad.size:  # no packet may span corrupt samples: skip from the first to the last
                 first, last = int(bad[0]), int(bad[-1])
-                out = self._ingest(clean[:first], arrival_time) if first else []
+                self.stats.skipped_samples += last - first + 1
+                out = self._ingest(x[:first], arrival_time) if first else []
                 self._break(a + last + 1)
                 if last + 1 < n:
-                    out += self._ingest(clean[last + 1 :], arrival_time)
+                    out += self._ingest(x[last + 1 :], arrival_time)
                 return out
         self._chunk_times.append((a, a + n, arrival_time))
         while self._chunk_times[0][1] <= a - self._keep:  # older than any refinement reads
@@ -475,6 +512,19 @@ class PacketAssembler:
             self._hist = np.concatenate((self._hist, x))[-keep:]
         self._hist_power = power[-keep:].copy()
         return out
+
+    def _corrupt(self, x: np.ndarray) -> np.ndarray:
+        """Indices of the samples of `x` that are non-finite or beyond max_sample_magnitude
+        (counted in the stats by kind)."""
+        parts = x.view(np.float32).reshape(-1, 2)  # (n, 2) I, Q
+        with np.errstate(invalid="ignore"):
+            sane = (np.abs(parts) <= np.float32(self.config.max_sample_magnitude)).all(axis=1)
+        bad = np.flatnonzero(~sane)
+        if bad.size:
+            nonfinite = int(np.count_nonzero(~np.isfinite(x[bad])))
+            self.stats.nonfinite_samples += nonfinite
+            self.stats.out_of_range_samples += bad.size - nonfinite
+        return bad
 
     def _advance(self, span: _Span, final: bool) -> list[Packet]:
         """Run the state machine over the span's window sums (up to the lookahead unless

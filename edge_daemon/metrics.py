@@ -9,14 +9,19 @@ Packets: detected = classified + dropped (by reason) + failed + in flight, at ev
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import ClassVar
 from wsgiref.simple_server import WSGIServer
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import start_http_server
 
+from edge_core.assembler import PacketAssembler
 from edge_core.schema import TASKS, Task
 from edge_core.typed_config import TypedConfig
 from engines.base import EngineInfo
@@ -24,6 +29,13 @@ from engines.base import EngineInfo
 DROP_REASONS: tuple[str, ...] = ("queue_full", "shutdown")
 """Why a detected packet was dropped before the engine: the queue was full (the drop policy
 picked it), or the daemon stopped before it could be classified (drain deadline)."""
+
+SKIP_REASONS: tuple[str, ...] = ("nonfinite", "out_of_range", "between_corrupt")
+"""Why the detector skipped samples (`AssemblerStats`): NaN/Inf, a component beyond
+`max_sample_magnitude`, or good samples between corrupt ones in the same chunk."""
+LOST_BURST_REASONS: tuple[str, ...] = ("break", "too_short")
+"""Bursts the detector did not emit: a packet in progress at a break (discontinuity, corrupt
+samples, reset), or a burst shorter than `min_packet_samples` (noise, not a loss of a packet)."""
 
 BATCH_SIZE_BUCKETS: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 _LATENCY_BASE_S: tuple[float, ...] = (
@@ -99,6 +111,39 @@ class DaemonMetrics:
             "edgetc_messages_published", "ZeroMQ messages handed to the PUB socket (one per packet "
             "and topic; a subscriber at its high-water mark loses them unseen)", registry=r,
         )  # fmt: skip
+        # detector health (issue 14): what the assembler skipped and lost, and whether it sees
+        self.detector_skipped_samples = Counter(
+            "edgetc_detector_skipped_samples", "Samples the detector skipped as corrupt: "
+            "non-finite, beyond max_sample_magnitude, or between such samples", ["reason"],
+            registry=r,
+        )  # fmt: skip
+        self.detector_lost_bursts = Counter(
+            "edgetc_detector_lost_bursts", "Bursts the detector did not emit: cut by a break "
+            "(discontinuity, corrupt samples) or shorter than min_packet_samples", ["reason"],
+            registry=r,
+        )  # fmt: skip
+        self.detector_noise_floor_dbfs = Gauge(
+            "edgetc_detector_noise_floor_dbfs", "The detector's noise floor estimate, dB full "
+            "scale (mean power per sample; NaN during warm-up)", registry=r,
+        )  # fmt: skip
+        self.detector_input_power_dbfs = Gauge(
+            "edgetc_detector_input_power_dbfs", "Mean input power since the last detected "
+            "packet, dB full scale", registry=r,
+        )  # fmt: skip
+        self.detector_seconds_since_packet = Gauge(
+            "edgetc_detector_seconds_since_packet", "Wall time since the detector last cut a "
+            "packet (since start if never)", registry=r,
+        )  # fmt: skip
+        self.detector_blind = Gauge(
+            "edgetc_detector_blind", "1 while the input carries signal above the noise floor "
+            "but no packet has been detected for blind_after_s of stream", registry=r,
+        )  # fmt: skip
+        self.detector_noise_floor_dbfs.set(float("nan"))
+        self.detector_input_power_dbfs.set(float("nan"))
+        for reason in SKIP_REASONS:
+            self.detector_skipped_samples.labels(reason)
+        for reason in LOST_BURST_REASONS:
+            self.detector_lost_bursts.labels(reason)
         for reason in DROP_REASONS:
             self.dropped.labels(reason)
         for task in tasks:
@@ -127,6 +172,110 @@ class DaemonMetrics:
         what runs, as labels."""
         labels = {k: str(v) for k, v in asdict(info).items() if k != "memory"}
         self.engine_info.info({**labels, "bundle": bundle})
+
+
+def dbfs(power: float | None) -> float:
+    """Mean power per sample (full scale 1.0) in dB full scale; NaN if unknown or not > 0."""
+    if power is None or not math.isfinite(power) or power <= 0:
+        return float("nan")
+    return 10.0 * math.log10(power)
+
+
+class DetectorHealth:
+    """The detector's health as metrics and log lines, updated by the source thread after
+    each `assembler.feed` (issue 14: hostile input must never stop detection unseen).
+
+    * what the assembler skipped (corrupt samples) and lost (bursts cut by a break), from its
+      stats, with a log line when corrupt input starts and when valid input follows it again;
+    * the noise floor and the input power in dBFS, wall time since the last packet;
+    * blind: `blind_after_s` of stream without a packet while the input power stands above the
+      noise floor + threshold (or there is no usable floor) -- signal without packets; a log
+      line when it starts and when packets come again.
+    """
+
+    def __init__(
+        self,
+        metrics: DaemonMetrics,
+        logger: logging.Logger,
+        sample_rate_hz: float,
+        threshold_db: float,
+        blind_after_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._m = metrics
+        self._log = logger
+        self._rate = float(sample_rate_hz)
+        self._ratio = 10 ** (threshold_db / 10)
+        self._blind_after = int(blind_after_s * sample_rate_hz)
+        self._clock = clock
+        self._last_packet = clock()
+        self._seen: dict[str, int] = {}  # stats already counted
+        self._samples = 0  # since the last packet
+        self._energy = 0.0  # sum of |x|^2 of the finite samples since the last packet
+        self.blind = False
+        self._corrupt = 0  # corrupt samples in the current episode (0: input is valid)
+        metrics.detector_seconds_since_packet.set_function(lambda: clock() - self._last_packet)
+
+    def update(self, assembler: PacketAssembler, samples: np.ndarray, packets: int) -> None:
+        """After one feed() of `samples` that gave `packets` packets."""
+        st = assembler.stats.as_dict()
+        m = self._m
+        delta = {k: v - self._seen.get(k, 0) for k, v in st.items()}
+        self._seen = st
+        nonfinite, out_of_range = delta["nonfinite_samples"], delta["out_of_range_samples"]
+        between = delta["skipped_samples"] - nonfinite - out_of_range
+        for reason, n in (("nonfinite", nonfinite), ("out_of_range", out_of_range),
+                          ("between_corrupt", between)):  # fmt: skip
+            if n > 0:
+                m.detector_skipped_samples.labels(reason).inc(n)
+        for reason, key in (("break", "dropped_on_reset"), ("too_short", "too_short")):
+            if delta[key] > 0:
+                m.detector_lost_bursts.labels(reason).inc(delta[key])
+        skipped = delta["skipped_samples"]
+        if skipped and not self._corrupt:
+            self._log.warning(
+                "detector: corrupt input, skipping samples (%d beyond max_sample_magnitude, %d "
+                "non-finite so far); counted in edgetc_detector_skipped_samples_total",
+                out_of_range, nonfinite,
+            )  # fmt: skip
+        if skipped:
+            self._corrupt += skipped
+        elif self._corrupt and samples.size:
+            self._log.info(
+                "detector: valid input again after %d corrupt samples skipped (%.1f ms)",
+                self._corrupt, 1e3 * self._corrupt / self._rate,
+            )  # fmt: skip
+            self._corrupt = 0
+        floor = assembler.noise_floor_power
+        m.detector_noise_floor_dbfs.set(dbfs(floor))
+        if packets:
+            self._last_packet = self._clock()
+            if self.blind:
+                self._log.info(
+                    "detector recovered: packets again after %.1f s of signal without any",
+                    self._samples / self._rate,
+                )
+                self.blind = False
+                m.detector_blind.set(0)
+            self._samples, self._energy = 0, 0.0
+            return
+        if samples.size:
+            x = samples[np.isfinite(samples)] if skipped else samples
+            self._energy += float(np.vdot(x, x).real)
+            self._samples += samples.size
+        mean = self._energy / self._samples if self._samples else 0.0
+        m.detector_input_power_dbfs.set(dbfs(mean))
+        if self.blind or self._samples < self._blind_after:
+            return
+        usable = floor is not None and math.isfinite(floor) and floor > 0
+        if (mean > floor * self._ratio) if usable else mean > 0:  # type: ignore[operator]
+            self.blind = True
+            m.detector_blind.set(1)
+            self._log.warning(
+                "detector blind: %.1f s of signal at %.1f dBFS (noise floor %.1f dBFS) without "
+                "a packet; edgetc_detector_blind = 1",
+                self._samples / self._rate, dbfs(mean), dbfs(floor),
+            )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -164,6 +313,7 @@ __all__ = [
     "BATCH_SIZE_BUCKETS",
     "DROP_REASONS",
     "DaemonMetrics",
+    "DetectorHealth",
     "MetricsConfig",
     "MetricsServer",
     "latency_buckets",

@@ -43,7 +43,7 @@ from edge_core.schema import INPUT_LENGTH, TASK_BY_NAME
 from edge_daemon.batcher import DynamicBatcher
 from edge_daemon.config import DaemonConfig, PacketGain
 from edge_daemon.logs import get_logger
-from edge_daemon.metrics import DaemonMetrics, MetricsServer
+from edge_daemon.metrics import DaemonMetrics, DetectorHealth, MetricsServer
 from edge_daemon.power import (
     NoPowerMeter,
     PowerMeter,
@@ -199,6 +199,8 @@ class Daemon:
         self._power_meter = power_meter
         self._clock = clock
         self.assembler: PacketAssembler | None = None
+        self.health: DetectorHealth | None = None
+        """The detector's health metrics and log lines (made with the assembler)."""
         """Made at the source's first open, at its sample rate (known once open)."""
         b = config.batcher
         self.batcher: DynamicBatcher[QueuedPacket] = DynamicBatcher(
@@ -346,6 +348,9 @@ class Daemon:
                     if self.assembler is None:
                         config = replace(self.config.assembler, sample_rate_hz=rate)
                         self.assembler = PacketAssembler(config)
+                        self.health = DetectorHealth(
+                            self.metrics, get_logger("detector"), rate, config.threshold_db
+                        )
                     self.notifier.ready(f"source {source.config.type} open at {rate:.0f} samples/s")
                 assembler = self.assembler
                 assert assembler is not None
@@ -372,6 +377,8 @@ class Daemon:
                     chunk.samples, chunk.first_sample_index, chunk.arrival_time
                 )
                 self._enqueue(packets)
+                assert self.health is not None
+                self.health.update(assembler, chunk.samples, len(packets))
         except Exception as exc:
             self._crashed("source", exc)
         finally:

@@ -1,0 +1,221 @@
+"""Fault injection against the running daemon on real ZeroMQ sockets (issue 14).
+
+Each test feeds a real `Daemon` (ZeroMQ SUB source, assembler, batcher, publisher) through an
+XPUB socket on 127.0.0.1, reads what it publishes on a SUB socket, and checks that hostile input
+never stops detection unseen: detection recovers within 50 ms of valid traffic after the poison,
+every loss is counted under its own reason, and the accounting identity holds at rest. The
+engine is a stub that answers uniform probabilities (the model is not under test), so each test
+takes a few seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+import zmq
+
+from edge_core.schema import TASKS
+from edge_daemon.config import DaemonConfig
+from edge_daemon.pipeline import Daemon
+from edge_daemon.sources.base import NullEvents
+from edge_daemon.sources.synthetic import SyntheticSource, SyntheticSourceConfig
+from engines.base import EngineInfo, InputSpec
+
+pytestmark = pytest.mark.timeout(120)
+RATE = 20e6
+MS_50 = int(0.05 * RATE)  # 50 ms of samples
+
+
+class StubEngine:
+    """Uniform probabilities for every task; what the daemon needs of an Engine."""
+
+    info = EngineInfo("stub", "fp32", "cpu", "none", "none", 1)
+    input_spec = InputSpec("x", "NCW", ("n", 2, 3000), "float32", 64, False)
+
+    def infer(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        return {t.name: np.full((len(x), t.num_classes), 1 / t.num_classes, np.float32)
+                for t in TASKS}  # fmt: skip
+
+    def warmup(self, batch: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+_TRAFFIC: dict[tuple[float, int], list[np.ndarray]] = {}
+
+
+def traffic(seconds: float, seed: int) -> list[np.ndarray]:
+    """Synthetic 802.11 channel (noise + packets), complex64 chunks, cached per test session."""
+    key = (seconds, seed)
+    if key not in _TRAFFIC:
+        config = SyntheticSourceConfig(pace="fast", duration_s=seconds, traffic_scale=3.0,
+                                       seed=seed)  # fmt: skip
+        source = SyntheticSource(config, NullEvents())
+        source.open()
+        chunks = []
+        while not source.finished:
+            chunk = source.read(0.1)
+            if chunk is not None:
+                chunks.append(np.ascontiguousarray(chunk.samples, np.complex64))
+        source.close()
+        _TRAFFIC[key] = chunks
+    return _TRAFFIC[key]
+
+
+@dataclass
+class Feed:
+    """The daemon, the XPUB socket feeding it, and what it published (sample_start of each)."""
+
+    daemon: Daemon
+    feeder: zmq.Socket
+    results: zmq.Socket
+    sent_messages: int = 0
+    sent_samples: int = 0  # the source's sample index of the next message's first sample
+    starts: list[int] = field(default_factory=list)
+
+    def send(self, payload: bytes | list[bytes], samples: int) -> None:
+        if isinstance(payload, list):
+            self.feeder.send_multipart(payload)
+        else:
+            self.feeder.send(payload)
+        self.sent_messages += 1
+        self.sent_samples += samples
+
+    def send_iq(self, chunks: list[np.ndarray]) -> tuple[int, int]:
+        """Send chunks; return the sample range [first, end) they occupy in the stream."""
+        first = self.sent_samples
+        for chunk in chunks:
+            self.send(chunk.tobytes(), chunk.size)
+        return first, self.sent_samples
+
+    def settle(self, timeout_s: float = 30.0) -> None:
+        """Wait until the daemon has read every message and published what it detected."""
+        d = self.daemon
+        wait_until(lambda: d.source.messages >= self.sent_messages, timeout_s)
+        wait_until(lambda: d.totals.detected == d.totals.accounted, timeout_s)
+        quiet_since = time.monotonic()
+        while time.monotonic() - quiet_since < 0.3:
+            if self.results.poll(50):
+                self.starts.append(json.loads(self.results.recv_multipart()[1])["sample_start"])
+                quiet_since = time.monotonic()
+
+    def published_in(self, lo: int, hi: int) -> int:
+        return sum(1 for s in self.starts if lo <= s < hi)
+
+
+def value(daemon: Daemon, name: str, **labels: str) -> float:
+    got = daemon.registry.get_sample_value(name, labels)
+    return 0.0 if got is None else got
+
+
+def wait_until(condition, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+@contextmanager
+def running(source: dict | None = None, **sections) -> Iterator[Feed]:
+    context = zmq.Context()
+    feeder = context.socket(zmq.XPUB)
+    feeder.setsockopt(zmq.SNDHWM, 0)
+    port = feeder.bind_to_random_port("tcp://127.0.0.1")
+    config = DaemonConfig.from_dict(
+        {
+            "source": {"type": "zmq", "address": f"tcp://127.0.0.1:{port}", "rcvhwm": 0,
+                       **(source or {})},
+            "packet_gain": "unit_rms",
+            "publisher": {"bind": "tcp://127.0.0.1:*", "sndhwm": 100_000},
+            "metrics": {"enabled": False},
+            "power": {"type": "none"},
+            **sections,
+        },
+        "",
+    )  # fmt: skip
+    daemon = Daemon(config, engine_factory=StubEngine)
+    daemon.start()
+    assert daemon.publisher is not None
+    results = context.socket(zmq.SUB)
+    results.setsockopt(zmq.SUBSCRIBE, b"tc.all")
+    results.setsockopt(zmq.RCVHWM, 0)
+    results.connect(daemon.publisher.endpoint)
+    feed = Feed(daemon, feeder, results)
+    try:
+        assert feeder.poll(10_000), "the daemon did not subscribe"
+        assert feeder.recv()[:1] == b"\x01"
+        time.sleep(0.2)  # the results SUB socket subscribes too
+        yield feed
+    finally:
+        feed.totals = daemon.stop()  # type: ignore[attr-defined]
+        feeder.close(linger=0)
+        results.close(linger=0)
+        context.term()
+    t = daemon.totals
+    assert t.detected == t.accounted, "accounting identity at rest"
+
+
+def assert_recovers(feed: Feed, clean: tuple[int, int], after: tuple[int, int]) -> None:
+    """After the poison, the same traffic as `clean` is detected as well as before, from 50 ms
+    on, and the first packet after the poison starts within 50 ms of valid traffic."""
+    reference = feed.published_in(clean[0] + MS_50, clean[1])
+    got = feed.published_in(after[0] + MS_50, after[1])
+    assert reference > 20, f"too little reference traffic ({reference} packets)"
+    assert got >= 0.9 * reference, f"{got} packets detected after the poison, {reference} before"
+    first = min((s for s in feed.starts if s >= after[0]), default=None)
+    assert first is not None and first - after[0] < MS_50, (first, after)
+
+
+def test_a_burst_of_random_bytes_does_not_blind_the_detector(caplog):
+    caplog.set_level(logging.INFO)
+    good = traffic(0.12, seed=3)
+    rng = np.random.default_rng(0)
+    with running() as feed:
+        clean = feed.send_iq(good)
+        for _ in range(64):  # 64 messages of 128 KiB of random bytes
+            feed.send(rng.bytes(128 * 1024), 128 * 1024 // 8)
+        after = feed.send_iq(good)
+        feed.send_iq(good[:2])  # the lookahead's worth more, so the last packets come out
+        feed.settle()
+        assert_recovers(feed, clean, after)
+        d = feed.daemon
+        skipped = value(d, "edgetc_detector_skipped_samples_total", reason="out_of_range")
+        assert skipped > 0.4 * 64 * 16384  # about half of random float32 are beyond 1e12
+        assert value(d, "edgetc_detector_blind") == 0
+        assert -60 < value(d, "edgetc_detector_noise_floor_dbfs") < -20
+        assert value(d, "edgetc_detector_seconds_since_packet") < 5
+    text = caplog.text
+    assert "detector: corrupt input" in text and "valid input again" in text
+
+
+def test_signal_without_packets_is_reported_blind_and_recovered(caplog):
+    """DetectorHealth on a real assembler whose floor is pinned 40 dB low by a stuck config
+    value: loud input, no packets -> blind (gauge + log), then packets -> recovered."""
+    from prometheus_client import CollectorRegistry
+
+    from edge_core.assembler import AssemblerConfig, PacketAssembler
+    from edge_daemon.metrics import DaemonMetrics, DetectorHealth
+
+    caplog.set_level(logging.INFO)
+    metrics = DaemonMetrics(CollectorRegistry())
+    health = DetectorHealth(metrics, logging.getLogger("detector"), RATE, 5.0, blind_after_s=0.01)
+    assembler = PacketAssembler(AssemblerConfig(noise_floor_power=1e-6))
+    rng = np.random.default_rng(1)
+    noise = 0.01 * (rng.standard_normal(50_000) + 1j * rng.standard_normal(50_000))
+    noise = noise.astype(np.complex64)  # -37 dBFS, 23 dB above the floor: "signal"
+    for i in range(6):  # a quiet channel never comes: the state machine waits, nothing is cut
+        health.update(assembler, noise, len(assembler.feed(noise, i * noise.size)))
+    assert metrics.detector_blind._value.get() == 1
+    assert "detector blind" in caplog.text
+    health.update(assembler, noise[:100], 1)  # a packet
+    assert metrics.detector_blind._value.get() == 0
+    assert "detector recovered" in caplog.text
