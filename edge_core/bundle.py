@@ -68,6 +68,8 @@ _TOP_KEYS = frozenset(
         "models",
     }
 )
+_TOP_OPTIONAL = frozenset({"pruning"})
+"""`pruning`: a pruned model's provenance (method, h, per-layer knees, parent, fine-tuning)."""
 _INPUT_KEYS = frozenset({"name", "shape", "dtype", "rows", "normalization"})
 _NORMALIZATION_KEYS = frozenset({"kind", "note"})
 _MODEL_KEYS = frozenset({"architecture", "kwargs", "tasks", "params", "flops", "test_accuracy"})
@@ -389,7 +391,7 @@ def load_manifest(directory: str | Path) -> Bundle:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ModelError(f"{path}: not valid JSON: {exc}") from exc
     c = _Checker(path)
-    c.keys(manifest, "manifest", _TOP_KEYS)
+    c.keys(manifest, "manifest", _TOP_KEYS, _TOP_OPTIONAL)
     c.string(manifest, "format", "manifest", (BUNDLE_FORMAT,))
     if manifest["format_version"] != BUNDLE_FORMAT_VERSION:
         raise c.fail(
@@ -404,6 +406,8 @@ def load_manifest(directory: str | Path) -> Bundle:
     required = _check_evaluation(c, manifest["evaluation"])
     if not isinstance(manifest["training_data"], dict):
         raise c.fail("training_data", f"want an object, got {manifest['training_data']!r}")
+    if "pruning" in manifest and not isinstance(manifest["pruning"], dict):
+        raise c.fail("pruning", f"want an object, got {manifest['pruning']!r}")
     _check_files(c, directory, manifest["files"])
     entries = manifest["models"]
     if not isinstance(entries, list) or not entries:

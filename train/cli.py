@@ -54,11 +54,11 @@ def _cmd_describe(args: argparse.Namespace) -> int:
 # --- prune and sweep (paper 2) ------------------------------------------------------------------
 
 
-def _add_finetune_options(p: argparse.ArgumentParser) -> None:
+def _add_finetune_options(p: argparse.ArgumentParser, *, data_required: bool = True) -> None:
     """Options shared by `prune` and `sweep`: the model, the data and the fine-tuning."""
     p.add_argument("--checkpoint", required=True, help="trained model (a train.checkpoint file)")
-    p.add_argument("--data", required=True, help="dataset directory (iq.npy + labels.csv)")
-    p.add_argument("--out", required=True, help="directory to write the results to")
+    p.add_argument("--data", required=data_required, help="dataset directory (iq.npy + labels.csv)")
+    p.add_argument("--out", required=data_required, help="directory to write the results to")
     p.add_argument(
         "--iterations", type=int, default=1, help="prune -> fine-tune rounds (default 1)"
     )
@@ -157,6 +157,10 @@ class _PruneSession:
         kpis = self._kpi.evaluate(model, self.data.test, None, self.tasks)
         return {t: float(v["accuracy"]) for t, v in kpis["per_task"].items()}
 
+    def fine_tuning(self) -> dict[str, Any] | None:
+        """The fine-tuning settings a pruned model records (None: --epochs 0)."""
+        return self.cfg.to_dict() if self.cfg is not None else None
+
     def finetune_into(self, directory: Path) -> Callable[[Any, Any], Any]:
         """A `train.prune.Finetune` training each round in directory/round_<i> (best.pt etc.)."""
         rounds = 0
@@ -195,16 +199,71 @@ def _fresh_out(directory: str, result_file: str) -> Path:
     return out
 
 
+def _cmd_prune_dry_run(args: argparse.Namespace) -> int:
+    """`train prune --dry-run`: per h (and rate) the knees, keep ratios and sizes, no training."""
+    if args.method is not None or args.from_scratch:
+        raise ValueError("--dry-run takes --h and/or --rate lists, not --method or --from-scratch")
+    _models()
+    from train import prune
+    from train.checkpoint import load_checkpoint
+
+    model, spec, _ = load_checkpoint(args.checkpoint)
+    hs = args.h if args.h is not None else ([] if args.rate else list(prune.DEFAULT_HS))
+    result = prune.dry_run(model, spec, hs=hs, rates=args.rate or [])
+    result["checkpoint"] = {
+        "path": str(args.checkpoint),
+        "sha256": prune.file_sha256(args.checkpoint),
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    base = result["baseline"]
+    print(f"{args.checkpoint}: {base['params']:,} params, {base['flops']:,} FLOPs per packet")
+    for run in result["runs"]:
+        print(f"\n{run['name']}: {run['params']:,} params, {run['flops']:,} FLOPs")
+        print(f"  {'layer':<18} {'M':>4} {'j*':>4} {'k':>4} {'len(g)':>6}     p  keep  kept")
+        for row in run["layers"]:
+            cells = [row[key] for key in ("knee", "k", "windows")]
+            knee, k, windows = ("-" if c is None else c for c in cells)
+            print(
+                f"  {row['name']:<18} {row['original']:>4} {knee:>4} {k:>4} {windows:>6} "
+                f"{row['p']:>5.2f} {row['keep_ratio']:>5.2f} {row['kept']:>5}"
+                + (f"  ({row['note']})" if row["note"] else "")
+            )
+    print(f"\n{'run':>14} {'params':>10} {'FLOPs':>13}")
+    print(f"{'unpruned':>14} {base['params']:>10,} {base['flops']:>13,}")
+    for run in result["runs"]:
+        print(f"{run['name']:>14} {run['params']:>10,} {run['flops']:>13,}")
+    return 0
+
+
 def _cmd_prune(args: argparse.Namespace) -> int:
+    if args.dry_run:
+        return _cmd_prune_dry_run(args)
+    if args.json:
+        raise ValueError("--json goes with --dry-run")
+    if args.method is None:
+        raise ValueError("train prune takes --method (or --dry-run)")
+    if args.data is None or args.out is None:
+        raise ValueError("train prune takes --data and --out (unless --dry-run)")
     if args.method == "minidrop" and (args.h is None or args.rate is not None):
         raise ValueError("--method minidrop takes --h (and no --rate)")
     if args.method == "uniform" and (args.rate is None or args.h is not None):
         raise ValueError("--method uniform takes --rate (and no --h)")
+    for flag, values in (("--h", args.h), ("--rate", args.rate)):
+        if values is not None and len(values) != 1:
+            raise ValueError(f"{flag} takes one value without --dry-run, got {values}")
+    h = args.h[0] if args.h is not None else None
+    rate = args.rate[0] if args.rate is not None else None
     _models()
     from train import models, prune
     from train.checkpoint import save_checkpoint
 
-    prune.check_method(args.method, args.h, args.rate)
+    prune.check_method(args.method, h, rate)
+    if args.from_scratch and args.iterations != 1:
+        raise ValueError("--from-scratch trains the widths of one pruning step; drop --iterations")
+    if args.from_scratch and args.epochs == 0:
+        raise ValueError("--from-scratch needs training epochs (--epochs > 0)")
     session = _PruneSession(args)
 
     out = _fresh_out(args.out, "prune.json")
@@ -219,19 +278,26 @@ def _cmd_prune(args: argparse.Namespace) -> int:
         session.model,
         session.spec,
         args.method,
-        h=args.h,
-        rate=args.rate,
+        h=h,
+        rate=rate,
         iterations=args.iterations,
         finetune=session.finetune_into(out / "finetune") if session.cfg else None,
         evaluate=session.evaluate,
+        from_scratch=args.from_scratch,
+        seed=args.seed,
     )
     last = result.iterations[-1]
     accuracy = last.accuracy_after or last.accuracy_before
+    pruning = prune.pruning_record(
+        result, args.checkpoint, fine_tuning=session.fine_tuning(), data=session.data.describe()
+    )
     summary = {
         "checkpoint": str(args.checkpoint),
         "method": args.method,
-        "h": args.h,
-        "rate": args.rate,
+        "h": h,
+        "rate": rate,
+        "from_scratch": args.from_scratch,
+        "pruning": pruning,
         "iterations": args.iterations,
         "fine_tuning": session.cfg.to_dict() if session.cfg else None,
         "data": session.data.describe(),
@@ -254,6 +320,7 @@ def _cmd_prune(args: argparse.Namespace) -> int:
             "split": session.split_info,
             "test_accuracy": accuracy,
             "prune": summary,
+            "pruning": pruning,
         },
     )
     with open(out / "prune.json", "w") as f:
@@ -280,6 +347,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         prune.check_method("minidrop", h, None)
     for rate in args.rates:
         prune.check_method("uniform", None, rate)
+    if args.from_scratch and (args.iterations != 1 or args.epochs == 0):
+        raise ValueError("--from-scratch runs take one iteration and --epochs > 0")
     session = _PruneSession(args)
     out = _fresh_out(args.out, "sweep.json")
     current = {"name": ""}
@@ -305,8 +374,13 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         hs=args.h,
         rates=args.rates,
         iterations=args.iterations,
+        from_scratch=args.from_scratch,
+        seed=args.seed,
         out_dir=out,
         progress=starting,
+        parent=args.checkpoint,
+        fine_tuning=session.fine_tuning(),
+        data=session.data.describe(),
     )
     base = result["baseline"]
     print(f"{'run':>14} {'params':>10} {'FLOPs':>13}  accuracy ({', '.join(session.tasks)})")
@@ -326,14 +400,43 @@ def _add_prune_parsers(train_sub: argparse._SubParsersAction[argparse.ArgumentPa
     pr = train_sub.add_parser(
         "prune",
         help="prune a trained model (MiniDrop or a uniform rate) and fine-tune it",
-        description="Score every prunable filter by its L2 norm, keep MiniDrop's knee (--h) or "
-        "the top (1 - rate) per layer, inherit the kept weights and fine-tune. Writes OUT/"
-        "pruned.pt and OUT/prune.json (per-layer widths, params, FLOPs, test accuracy).",
+        description="Score every prunable filter by its L2 norm, keep per layer the top "
+        "int(M (1 - p)) with MiniDrop's rate p (the authors' rule, step --h) or the top "
+        "(1 - rate), inherit the kept weights and fine-tune (--from-scratch: train the same "
+        "widths from random weights instead, the control). Writes OUT/pruned.pt and OUT/"
+        "prune.json (per-layer knees and keep ratios, params, FLOPs, test accuracy, parent "
+        "checkpoint, fine-tuning settings). --dry-run prints the knees and sizes for several "
+        "--h (and --rate) without data or training.",
     )
-    pr.add_argument("--method", choices=("minidrop", "uniform"), required=True)
-    pr.add_argument("--h", type=int, default=None, help="MiniDrop's step / window (2, 4, 8, ...)")
-    pr.add_argument("--rate", type=float, default=None, help="uniform pruning rate in [0, 1)")
-    _add_finetune_options(pr)
+    pr.add_argument("--method", choices=("minidrop", "uniform"), default=None)
+    pr.add_argument(
+        "--h",
+        type=int,
+        nargs="+",
+        default=None,
+        help="MiniDrop's step / window (2, 4, 8, ...); several with --dry-run",
+    )
+    pr.add_argument(
+        "--rate",
+        type=float,
+        nargs="+",
+        default=None,
+        help="uniform pruning rate in [0, 1); several with --dry-run",
+    )
+    pr.add_argument(
+        "--from-scratch",
+        action="store_true",
+        help="train the pruned widths from random weights (same epochs, seed) instead of "
+        "fine-tuning the inherited ones: the control paper 2 lacks",
+    )
+    pr.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="only print per-layer knees, keep ratios, params and FLOPs per --h / --rate "
+        "(default h 2 4 8 16); needs only --checkpoint",
+    )
+    pr.add_argument("--json", action="store_true", help="--dry-run result as JSON")
+    _add_finetune_options(pr, data_required=False)
     pr.set_defaults(func=_cmd_prune)
 
     sw = train_sub.add_parser(
@@ -349,6 +452,11 @@ def _add_prune_parsers(train_sub: argparse._SubParsersAction[argparse.ArgumentPa
         nargs="*",
         default=[0.1, 0.3, 0.5, 0.7, 0.9],
         help="uniform pruning rates (none: MiniDrop only)",
+    )
+    sw.add_argument(
+        "--from-scratch",
+        action="store_true",
+        help="also train every setting's widths from random weights (scratch_<run> runs)",
     )
     _add_finetune_options(sw)
     sw.set_defaults(func=_cmd_sweep)

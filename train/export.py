@@ -1019,6 +1019,8 @@ def export_bundle(
             "training_data": json.loads(json.dumps(dict(data_description))),
             "models": entries,
         }
+        if isinstance(extra.get("pruning"), dict):  # train prune's provenance record
+            manifest["pruning"] = extra["pruning"]
         bundle_mod.write_manifest(staging, manifest)
         if out.exists():
             out.rmdir()

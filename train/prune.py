@@ -1,5 +1,6 @@
 """Structured pruning (paper 2): MiniDrop's automatic per-layer widths and the pre-defined
-(uniform-rate) baseline, with weight inheritance, multi-iteration pruning and the h / rate sweep.
+(uniform-rate) baseline, with weight inheritance, multi-iteration pruning, the h / rate sweep
+and the control paper 2 lacks: the pruned widths trained from scratch (`from_scratch`).
 
 Prunable layers are every Conv of a trunk, stem or block and every hidden Linear of a dense
 head; a task's output Linear never is (its width is the class count). Each output filter (unit)
@@ -8,15 +9,15 @@ is scored by the L2 norm of its own weights: Conv1d `weight[o]` over (in, kernel
 is one filter, unlike the channels-last Keras reshape of the authors' code (seed_code.md, paper
 2 (a)), which mixes filters.
 
-MiniDrop (`find_knee`): sort the M scores descending (s[0] >= s[1] >= ...), take the forward
-difference with step h, g[j] = (s[j+h] - s[j]) / h for j = 0 .. M-h-1 (all <= 0), mark the
-flattest window j* = argmax g (the first one on ties) and keep k = j* + h//2 filters, the
-centre of that window, at least 1 (flat scores give j* = 0, so h//2). When h >= M-1 there is
-at most one window, so no knee to choose: the layer keeps all M filters and its report says so
-(the authors' code silently dropped such layers, shifting every later rate). Scores are raw
-norms: the authors' min-max map to 0..100 is a positive affine map, which scales g and moves no
-argmax (their rounding to integers only added ties). The top score is not dropped, and the
-*highest*-scoring filters are kept.
+MiniDrop (`find_knee`) follows the authors' rule exactly (seed_code.md, paper 2 (a) step 2):
+min-max map the layer's M scores to integers 0..100, sort them descending, drop the first
+(s[1:]), take the forward slope g[j] = (s[j+h] - s[j]) / h, mark the first flattest window
+j* = argmax g, k = int(j* + h/2), pruning rate p = round(1 - k/len(g), 2) clipped to [0, 0.9],
+and keep int(M (1 - p)) filters, at least 1. Unlike their code: the kept filters are the
+*highest*-scoring ones, each layer's ratio applies to that layer (theirs applied r1 twice), and
+when h >= M-1 leaves no window the layer keeps all M filters with a note in its report (theirs
+silently dropped the layer, shifting every later rate). `train prune --dry-run` prints the
+knees, rates and resulting sizes for several h without fine-tuning.
 
 The slim network (`prune_model`) is the same class rebuilt from a `ModelSpec` with the new
 widths; it inherits the kept filters' weights and biases, their BatchNorm entries (weight,
@@ -31,6 +32,7 @@ conv1 filters to its input channels.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -49,6 +51,7 @@ from train.models import Cnn2d, Mtl1d, ResNet, Stl1d, describe
 
 Method = Literal["minidrop", "uniform"]
 METHODS: tuple[str, ...] = ("minidrop", "uniform")
+"""Rules that choose widths; a from-scratch run records method `scratch` and its `widths_from`."""
 
 Finetune = Callable[[nn.Module, ModelSpec], nn.Module]
 """Fine-tunes a pruned model (built from the spec) and returns it, e.g. `train.trainer.fit`."""
@@ -72,39 +75,79 @@ def filter_scores(layer: nn.Module) -> torch.Tensor:
         return w.reshape(w.shape[0], -1).norm(dim=1).cpu()  # (out,)
 
 
+MAX_PRUNING_RATE = 0.9
+"""The authors' clip of a layer's MiniDrop pruning rate p (so a layer keeps >= 10 %)."""
+
+
+def mapped_scores(scores: Sequence[float] | np.ndarray | torch.Tensor) -> np.ndarray:
+    """The authors' min-max map of raw scores to integers 0..100, in the input order: (M,).
+
+    round((r - min) / ((max - min) / 100)), NumPy's round half to even as theirs. Equal scores
+    (max = min, where their division gives NaN) all map to 0.
+    """
+    r = np.asarray(scores, dtype=np.float64).ravel()  # (M,)
+    if len(r) == 0:
+        raise ValueError("no scores: a layer has at least one filter")
+    if not np.isfinite(r).all():
+        raise ValueError("scores must be finite (NaN or inf weights?)")
+    lo, hi = float(r.min()), float(r.max())
+    if hi == lo:
+        return np.zeros(len(r))
+    return np.round((r - lo) / ((hi - lo) / 100.0))
+
+
 @dataclass(frozen=True)
 class Knee:
-    """MiniDrop's choice for one layer: `keep` filters; `knee` is j* (None: no window chosen)."""
+    """MiniDrop's choice for one layer of `width` filters.
+
+    `knee` is j* (the first flattest window), `k` = int(j* + h/2), `windows` = len(g), `p` the
+    layer's pruning rate (rounded to 0.01, clipped to [0, 0.9]) and `keep` = int(width (1 - p)),
+    at least 1. `knee`, `k` and `windows` are None when there is no window (h >= width - 1).
+    """
 
     keep: int
     knee: int | None
     note: str | None = None
+    k: int | None = None
+    windows: int | None = None
+    p: float = 0.0
+
+    @property
+    def keep_ratio(self) -> float:
+        """1 - p, the fraction of the layer's filters MiniDrop keeps (before int())."""
+        return round(1.0 - self.p, 2)
 
 
 def find_knee(scores: Sequence[float] | np.ndarray | torch.Tensor, h: int) -> Knee:
-    """How many of `scores`' filters MiniDrop keeps with step (and window) `h` >= 1.
+    """MiniDrop's pruning rate and kept count for one layer's raw filter `scores`, step `h` >= 1.
 
-    g[j] = (s[j+h] - s[j]) / h over the descending scores; keep j* + h//2 with j* the first
-    argmax of g, at least 1. h >= M-1 leaves at most one window: keep all M, with a note.
-    Flat scores make every g zero, so j* = 0 and h//2 filters are kept (at least 1).
+    The authors' rule (seed_code.md, paper 2 (a) step 2): s = the min-max mapped scores
+    (`mapped_scores`) sorted descending, minus the first (s[1:], M-1 values); g[j] =
+    (s[j+h] - s[j]) / h for j = 0 .. M-2-h; j* = the first argmax of g (all g <= 0: the
+    flattest window); k = int(j* + h/2); p = round(1 - k/len(g), 2) clipped to [0, 0.9]; keep
+    int(M (1 - p)) filters, at least 1 (computed in integer percent, so 0.57 * 100 is 57).
+    h >= M-1 leaves no window (the authors' code silently dropped such a layer and shifted every
+    later rate): the layer keeps all M filters, p = 0, and the note says so.
     """
     if isinstance(h, bool) or not isinstance(h, int | np.integer) or h < 1:
         raise ValueError(f"MiniDrop h must be an integer >= 1, got {h!r}")
     h = int(h)
-    s = np.sort(np.asarray(scores, dtype=np.float64).ravel())[::-1]  # (M,) descending
-    m = len(s)
-    if m == 0:
-        raise ValueError("no scores: a layer has at least one filter")
-    if not np.isfinite(s).all():
-        raise ValueError("scores must be finite (NaN or inf weights?)")
-    if h >= m - 1:
-        return Knee(m, None, f"h={h} >= M-1={m - 1}: no knee to choose, all {m} kept")
-    g = (s[h:] - s[:-h]) / h  # (M-h,) forward slopes, all <= 0
-    j = int(np.argmax(g))
-    keep = j + h // 2
+    mapped = mapped_scores(scores)
+    m = len(mapped)
+    s = np.sort(mapped)[::-1][1:]  # (M-1,) descending, the top one dropped
+    windows = len(s) - h
+    if windows < 1:
+        return Knee(m, None, f"h={h} >= M-1={m - 1}: no window, all {m} kept (p=0)")
+    g = (s[h:] - s[:-h]) / h  # (M-1-h,) forward slopes, all <= 0
+    j = int(np.argmax(g))  # the first one on ties
+    k = int(j + h / 2)
+    p = min(max(round(1.0 - k / windows, 2), 0.0), MAX_PRUNING_RATE)
+    percent = 100 - round(p * 100)  # the keep ratio, exactly, in percent
+    keep = m * percent // 100
     if keep < 1:
-        return Knee(1, j, f"knee at j*={j} with h={h} keeps 0: kept 1 (the minimum)")
-    return Knee(keep, j)
+        note = f"p={p:.2f} keeps int({m} x {percent / 100:.2f}) = 0: kept 1 (the minimum)"
+        return Knee(1, j, note, k, windows, p)
+    return Knee(keep, j, None, k, windows, p)
 
 
 def uniform_keep(width: int, rate: float) -> int:
@@ -338,6 +381,14 @@ class LayerPrune:
     knee: int | None
     kept_indices: tuple[int, ...]
     note: str | None = None
+    k: int | None = None
+    windows: int | None = None
+    p: float | None = None
+
+    @property
+    def keep_ratio(self) -> float | None:
+        """1 - p (MiniDrop) or 1 - rate (uniform)."""
+        return None if self.p is None else round(1.0 - self.p, 4)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -348,6 +399,10 @@ class LayerPrune:
             "h": self.h,
             "rate": self.rate,
             "knee": self.knee,
+            "k": self.k,
+            "windows": self.windows,
+            "p": self.p,
+            "keep_ratio": self.keep_ratio,
             "kept_indices": list(self.kept_indices),
             "note": self.note,
         }
@@ -428,7 +483,7 @@ def prune_once(
             choice = find_knee(scores, h)
         else:
             assert rate is not None
-            choice = Knee(uniform_keep(len(scores), rate), None)
+            choice = Knee(uniform_keep(len(scores), rate), None, p=rate)
         idx = top_filters(scores, choice.keep)
         keep[layer.name] = idx
         rows.append(
@@ -442,6 +497,9 @@ def prune_once(
                 knee=choice.knee,
                 kept_indices=tuple(idx),
                 note=choice.note,
+                k=choice.k,
+                windows=choice.windows,
+                p=choice.p,
             )
         )
     new_model, new_spec = prune_model(model, spec, keep)
@@ -479,14 +537,36 @@ class IterationResult:
 
 @dataclass
 class PruneResult:
-    """The final model and spec of `prune`, with one `IterationResult` per iteration."""
+    """The final model and spec of `prune`, with one `IterationResult` per iteration.
+
+    `from_scratch`: the final model was trained from a fresh initialisation with the pruned
+    widths (the control), not from the inherited weights.
+    """
 
     model: nn.Module
     spec: ModelSpec
     iterations: list[IterationResult]
+    from_scratch: bool = False
+
+    @property
+    def method(self) -> str:
+        """What the final weights are: `minidrop` / `uniform` (inherited) or `scratch`."""
+        return "scratch" if self.from_scratch else self.iterations[-1].report.method
 
     def to_dict(self) -> dict[str, Any]:
-        return {"spec": self.spec.to_dict(), "iterations": [i.to_dict() for i in self.iterations]}
+        return {
+            "spec": self.spec.to_dict(),
+            "from_scratch": self.from_scratch,
+            "iterations": [i.to_dict() for i in self.iterations],
+        }
+
+
+def fresh_model(spec: ModelSpec, seed: int) -> nn.Module:
+    """`spec.build()` under `torch.manual_seed(seed)`: the random start of a from-scratch run."""
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        return spec.build()
 
 
 def prune(
@@ -499,34 +579,150 @@ def prune(
     iterations: int = 1,
     finetune: Finetune | None = None,
     evaluate: Evaluate | None = None,
+    from_scratch: bool = False,
+    seed: int = 0,
 ) -> PruneResult:
     """Prune -> fine-tune, `iterations` times, each iteration starting from the previous result.
 
     `finetune(model, spec)` returns the fine-tuned model (None: no fine-tuning, the iterations
     then prune the inherited weights again); `evaluate(model)` gives accuracy per task before and
     after each fine-tuning. `model` itself is not modified.
+
+    `from_scratch` is the control paper 2 lacks: the widths are chosen the same way (one
+    iteration), but the inherited weights are replaced by `fresh_model(spec, seed)` before
+    `finetune` trains it, so the same training budget starts from random weights.
     """
     check_method(method, h, rate)
     if iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations}")
+    if from_scratch and iterations != 1:
+        raise ValueError(
+            f"from_scratch trains the widths of one pruning step; got iterations={iterations}"
+        )
     results: list[IterationResult] = []
     for i in range(1, iterations + 1):
         model, spec, report = prune_once(model, spec, method, h=h, rate=rate, iteration=i)
+        if from_scratch:
+            device = next(model.parameters()).device
+            model = fresh_model(spec, seed).to(device).train(model.training)
         before = evaluate(model) if evaluate is not None else None
         after = None
         if finetune is not None:
             model = finetune(model, spec)
             after = evaluate(model) if evaluate is not None else None
         results.append(IterationResult(report, before, after))
-    return PruneResult(model, spec, results)
+    return PruneResult(model, spec, results, from_scratch)
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes (the parent checkpoint a pruned model came from)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+_RECORD_LAYER_KEYS = ("name", "original", "kept", "knee", "k", "windows", "p", "keep_ratio", "note")
+
+
+def pruning_record(
+    result: PruneResult,
+    parent: str | Path,
+    *,
+    fine_tuning: Mapping[str, Any] | None,
+    data: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """Provenance of a pruned model for its checkpoint and bundle manifest (`pruning` key).
+
+    {method (minidrop / uniform / scratch), widths_from (the rule that chose the widths), h,
+    rate, iterations, parent_checkpoint {path, sha256}, fine_tuning (epochs, lr, batch, patience,
+    seed, ...; None: not fine-tuned), data, params/flops before and after, rounds: per
+    iteration, per layer {name, original, kept, knee j*, k, windows len(g), p, keep_ratio,
+    note}}. `fine_tuning` and `data` are JSON values.
+    """
+    first, last = result.iterations[0].report, result.iterations[-1].report
+    return json.loads(
+        json.dumps(
+            {
+                "method": result.method,
+                "widths_from": last.method,
+                "h": last.h,
+                "rate": last.rate,
+                "iterations": len(result.iterations),
+                "parent_checkpoint": {"path": str(parent), "sha256": file_sha256(parent)},
+                "fine_tuning": dict(fine_tuning) if fine_tuning is not None else None,
+                "data": dict(data) if data is not None else None,
+                "params_before": first.params_before,
+                "params_after": last.params_after,
+                "flops_before": first.flops_before,
+                "flops_after": last.flops_after,
+                "rounds": [
+                    {
+                        "iteration": it.report.iteration,
+                        "params_after": it.report.params_after,
+                        "layers": [
+                            {k: v for k, v in row.to_dict().items() if k in _RECORD_LAYER_KEYS}
+                            for row in it.report.layers
+                        ],
+                    }
+                    for it in result.iterations
+                ],
+            }
+        )
+    )
+
+
+def dry_run(
+    model: nn.Module,
+    spec: ModelSpec,
+    *,
+    hs: Sequence[int] = DEFAULT_HS,
+    rates: Sequence[float] = (),
+) -> dict[str, Any]:
+    """Widths, params and FLOPs MiniDrop (every h) and the uniform rule (every rate) would give.
+
+    No fine-tuning, no data: one `prune_once` per setting. Returns {"baseline": {params,
+    flops}, "runs": [{name, method, h, rate, params, flops, widths (spec kwargs), layers:
+    [{name, original, kept, knee, k, windows, p, keep_ratio, note}]}]}.
+    """
+    for step in hs:
+        check_method("minidrop", step, None)
+    for r in rates:
+        check_method("uniform", None, r)
+    size = describe(model, _length(spec))
+    runs: list[dict[str, Any]] = []
+    settings: list[tuple[Method, int | None, float | None]] = [("minidrop", k, None) for k in hs]
+    settings += [("uniform", None, r) for r in rates]
+    for method, h, rate in settings:
+        _, new_spec, report = prune_once(model, spec, method, h=h, rate=rate)
+        runs.append(
+            {
+                "name": run_name(method, h, rate),
+                "method": method,
+                "h": h,
+                "rate": rate,
+                "params": report.params_after,
+                "flops": report.flops_after,
+                "widths": new_spec.to_dict()["kwargs"],
+                "layers": [
+                    {k: v for k, v in row.to_dict().items() if k in _RECORD_LAYER_KEYS}
+                    for row in report.layers
+                ],
+            }
+        )
+    return {"baseline": {"params": int(size["params"]), "flops": int(size["flops"])}, "runs": runs}
 
 
 # --- the sweep (paper 2 Fig. 4) -------------------------------------------------------------
 
 
-def run_name(method: str, h: int | None = None, rate: float | None = None) -> str:
-    """File-name stem of one sweep run: `minidrop_h8`, `uniform_p0.5`."""
-    return f"minidrop_h{h}" if method == "minidrop" else f"uniform_p{rate:g}"
+def run_name(
+    method: str, h: int | None = None, rate: float | None = None, *, scratch: bool = False
+) -> str:
+    """File-name stem of one sweep run: `minidrop_h8`, `uniform_p0.5`, `scratch_minidrop_h8`."""
+    stem = f"minidrop_h{h}" if method == "minidrop" else f"uniform_p{rate:g}"
+    return f"scratch_{stem}" if scratch else stem
 
 
 def sweep(
@@ -538,22 +734,32 @@ def sweep(
     hs: Sequence[int] = DEFAULT_HS,
     rates: Sequence[float] = DEFAULT_RATES,
     iterations: int = 1,
+    from_scratch: bool = False,
+    seed: int = 0,
     out_dir: str | Path | None = None,
     save_models: bool = True,
     progress: Callable[[str], None] | None = None,
+    parent: str | Path | None = None,
+    fine_tuning: Mapping[str, Any] | None = None,
+    data: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """MiniDrop for every h and the uniform baseline for every rate, from the same `model`.
 
-    Each run prunes, evaluates, fine-tunes and evaluates again. Returns a JSON-able dict
-    {"baseline": {params, flops, accuracy}, "runs": [{method, h, rate, params, flops,
-    accuracy_before_finetune, accuracy_after_finetune, iterations: [...]}, ...]}. With `out_dir`
-    it writes `sweep.json`, `sweep.png` (`plot_sweep`) and, with `save_models`, each run's
-    fine-tuned checkpoint `<run_name>.pt`.
+    Each run prunes, evaluates, fine-tunes and evaluates again. With `from_scratch` every
+    setting also gets a `scratch_<name>` run: the same widths trained from `fresh_model(spec,
+    seed)` by the same `finetune` (needs iterations=1). Returns a JSON-able dict
+    {"baseline": {params, flops, accuracy}, "runs": [{name, method (minidrop / uniform /
+    scratch), widths_from, h, rate, params, flops, accuracy_before_finetune,
+    accuracy_after_finetune, iterations: [...]}, ...]}. With `out_dir` it writes `sweep.json`,
+    `sweep.png` (`plot_sweep`) and, with `save_models`, each run's fine-tuned checkpoint
+    `<run_name>.pt`; given the `parent` checkpoint's path, its extra holds `pruning_record`.
     """
     for step in hs:
         check_method("minidrop", step, None)
     for r in rates:
         check_method("uniform", None, r)
+    if from_scratch and iterations != 1:
+        raise ValueError(f"from_scratch runs take iterations=1, got {iterations}")
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -568,10 +774,13 @@ def sweep(
         "iterations": iterations,
         "runs": [],
     }
-    settings: list[tuple[Method, int | None, float | None]] = [("minidrop", k, None) for k in hs]
-    settings += [("uniform", None, r) for r in rates]
-    for method, h, rate in settings:
-        name = run_name(method, h, rate)
+    rules: list[tuple[Method, int | None, float | None]] = [("minidrop", k, None) for k in hs]
+    rules += [("uniform", None, r) for r in rates]
+    settings = [(m, k, r, False) for m, k, r in rules]
+    if from_scratch:
+        settings += [(m, k, r, True) for m, k, r in rules]
+    for method, h, rate, scratch in settings:
+        name = run_name(method, h, rate, scratch=scratch)
         if progress is not None:
             progress(name)
         res = prune(
@@ -583,11 +792,14 @@ def sweep(
             iterations=iterations,
             finetune=finetune,
             evaluate=evaluate,
+            from_scratch=scratch,
+            seed=seed,
         )
         last = res.iterations[-1]
         run: dict[str, Any] = {
             "name": name,
-            "method": method,
+            "method": res.method,
+            "widths_from": method,
             "h": h,
             "rate": rate,
             "params": last.report.params_after,
@@ -600,7 +812,10 @@ def sweep(
         }
         if out is not None and save_models:
             path = out / f"{name}.pt"
-            save_checkpoint(path, res.model, res.spec, {"prune": res.to_dict()})
+            extra: dict[str, Any] = {"prune": res.to_dict()}
+            if parent is not None:
+                extra["pruning"] = pruning_record(res, parent, fine_tuning=fine_tuning, data=data)
+            save_checkpoint(path, res.model, res.spec, extra)
             run["checkpoint"] = path.name
         result["runs"].append(run)
     if out is not None:
@@ -622,7 +837,11 @@ def plot_sweep(result: Mapping[str, Any], path: str | Path) -> Path:
     tasks = list(baseline["accuracy"])
     fig = Figure(figsize=(10, 2.6 * max(1, len(tasks))), layout="constrained")
     axes = fig.subplots(max(1, len(tasks)), 2, squeeze=False)
-    styles = {"minidrop": ("o-", "C0", "MiniDrop"), "uniform": ("s--", "C1", "pre-defined")}
+    styles = {
+        "minidrop": ("o-", "C0", "MiniDrop"),
+        "uniform": ("s--", "C1", "pre-defined"),
+        "scratch": ("^:", "C2", "from scratch"),
+    }
     for row, task in enumerate(tasks):
         for col, size in enumerate(("flops", "params")):
             ax = axes[row][col]
@@ -636,12 +855,13 @@ def plot_sweep(result: Mapping[str, Any], path: str | Path) -> Path:
                 after = [_acc(r["accuracy_after_finetune"], task) for r in runs]
                 before = [_acc(r["accuracy_before_finetune"], task) for r in runs]
                 ax.plot(xs, after, fmt, color=color, label=f"{label} (fine-tuned)")
-                ax.plot(
-                    xs, before, fmt[0], color=color, mfc="none", alpha=0.5,
-                    label=f"{label} (inherited, not fine-tuned)",
-                )  # fmt: skip
+                if method != "scratch":  # a scratch run's "before" is its random start
+                    ax.plot(
+                        xs, before, fmt[0], color=color, mfc="none", alpha=0.5,
+                        label=f"{label} (inherited, not fine-tuned)",
+                    )  # fmt: skip
                 for r, x, y in zip(runs, xs, after, strict=True):
-                    tag = f"h={r['h']}" if method == "minidrop" else f"p={r['rate']:g}"
+                    tag = f"h={r['h']}" if r["h"] is not None else f"p={r['rate']:g}"
                     ax.annotate(tag, (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
             ax.plot(baseline[size], baseline["accuracy"][task], "k*", ms=10, label="unpruned")
             ax.set_xscale("log")
