@@ -559,6 +559,21 @@ def _mgmt_psdu(spec: PacketSpec, bss: Bss, rng: np.random.Generator) -> bytes:
     return _with_fcs(header + body)
 
 
+SSID_SUBTYPES = ("beacon", "probe_resp", "assoc_req")  # management frames that carry the SSID
+
+
+def default_bss(spec: PacketSpec, rng: np.random.Generator) -> Bss:
+    """A random BSS that `spec` fits: enough stations, and for a management frame drawn
+    without a BSS (its length from another network) an SSID whose length makes it fit."""
+    bss = Bss.random(rng, n_stations=max(4, spec.station + 1))
+    if spec.frame == "mgmt" and spec.subtype in SSID_SUBTYPES:
+        want = len(bss.ssid) + spec.length_bytes - mgmt_frame_length(spec.subtype, bss)
+        # Past 32 bytes the rest goes into padding elements, which cannot take a single byte.
+        n = 31 if want == 33 else int(np.clip(want, 1, 32))
+        bss.ssid = (bss.ssid + "-" * 32)[:n] if n > len(bss.ssid) else bss.ssid[:n]
+    return bss
+
+
 def build_psdu(spec: PacketSpec, bss: Bss, rng: np.random.Generator) -> np.ndarray:
     """The PSDU bytes of `spec` in `bss` (uint8, exactly spec.length_bytes long).
 

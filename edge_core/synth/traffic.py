@@ -1,6 +1,7 @@
 """Traffic models: which 802.11 frames an access point's channel carries, and what they look like.
 
-Payload bits are random (the papers' captures were WPA2-encrypted); what the models decide is
+The bytes of each frame come from the MAC layer (`mac.py`: headers, management bodies, CCMP
+header, FCS in clear; only the WPA2-encrypted bodies are random); what the models decide is
 what the radio can see: PHY format, rate or MCS, preamble, MPDU length (carried in L-SIG /
 HT-SIG / the PLCP header even when the packet is truncated) and aggregation.
 
@@ -37,6 +38,7 @@ from typing import Literal
 import numpy as np
 
 from edge_core.schema import APP, APP_TYPE_OF_APP, FRAME, PHY
+from edge_core.synth.mac import Bss, ampdu_length, mgmt_frame_length
 
 Preamble = Literal["long", "short"]
 
@@ -201,15 +203,6 @@ def _dsss_preamble(rate: float, rng: np.random.Generator) -> Preamble:
     return "short" if rate >= 2.0 and rng.random() < 0.7 else "long"
 
 
-def _mgmt_length(subtype: str, rng: np.random.Generator) -> int:
-    # Beacons and probe responses carry SSID, rates, DS, TIM, ERP, HT caps/info, RSN, WMM and
-    # vendor IEs: 150-400 B on a typical AP; probe requests 60-200 B; action/auth/assoc smaller.
-    lo, hi = {"beacon": (150, 400), "probe_resp": (150, 400), "probe_req": (60, 200)}.get(
-        subtype, (30, 120)
-    )
-    return int(rng.integers(lo, hi + 1))
-
-
 def app_frame_length(app: str, rng: np.random.Generator, downlink: bool) -> int:
     """MPDU length (incl. FCS) of one data frame of `app`."""
     model = APP_MODELS[app]
@@ -220,15 +213,6 @@ def app_frame_length(app: str, rng: np.random.Generator, downlink: bool) -> int:
     else:
         ip = int(rng.integers(model.small_ip_bytes[0], model.small_ip_bytes[1] + 1))
     return ip + MAC_OVERHEAD_BYTES
-
-
-def ampdu_length(mpdu_lengths: list[int]) -> int:
-    """PSDU length of an A-MPDU: 4 B delimiter per subframe, each padded to 4 B but the last."""
-    total = 0
-    for i, n in enumerate(mpdu_lengths):
-        sub = 4 + n
-        total += sub if i == len(mpdu_lengths) - 1 else (sub + 3) // 4 * 4
-    return total
 
 
 def data_spec(
@@ -280,9 +264,14 @@ def control_spec(phy: str, subtype: str, snr_db: float, rng: np.random.Generator
     return PacketSpec("802.11g", "ctrl", "none", subtype, length, float(ok[-1]))
 
 
-def mgmt_spec(phy: str, subtype: str, snr_db: float, rng: np.random.Generator) -> PacketSpec:
-    """A management frame at a basic rate (1 Mbps DSSS or 6 Mbps OFDM, as APs send beacons)."""
-    length = _mgmt_length(subtype, rng)
+def mgmt_spec(
+    phy: str, subtype: str, snr_db: float, rng: np.random.Generator, bss: Bss | None = None
+) -> PacketSpec:
+    """A management frame at a basic rate (1 Mbps DSSS or 6 Mbps OFDM, as APs send beacons).
+
+    Its length is that of the frame `bss` sends (mac.py builds its body); without a BSS, that
+    of a random one."""
+    length = mgmt_frame_length(subtype, bss if bss is not None else Bss.random(rng))
     if phy == "802.11b":
         return PacketSpec("802.11b", "mgmt", "none", subtype, length, 1.0, "long")
     if phy == "802.11g":
@@ -290,7 +279,9 @@ def mgmt_spec(phy: str, subtype: str, snr_db: float, rng: np.random.Generator) -
     return PacketSpec("802.11n", "mgmt", "none", subtype, length, float(pick_ht_mcs(snr_db, rng)))
 
 
-def sample_spec(rng: np.random.Generator, mix: TrafficMix, snr_db: float) -> PacketSpec:
+def sample_spec(
+    rng: np.random.Generator, mix: TrafficMix, snr_db: float, bss: Bss | None = None
+) -> PacketSpec:
     """One packet for the labelled dataset: labels from the mix, the rest from the models."""
     phy, frame, app = sample_labels(rng, mix)
     if frame == "data":
@@ -307,4 +298,4 @@ def sample_spec(rng: np.random.Generator, mix: TrafficMix, snr_db: float) -> Pac
     subtype = str(
         rng.choice(["beacon", "probe_req", "probe_resp", "action"], p=[0.6, 0.2, 0.15, 0.05])
     )
-    return mgmt_spec(phy, subtype, snr_db, rng)
+    return mgmt_spec(phy, subtype, snr_db, rng, bss)
