@@ -380,6 +380,236 @@ def tc_spectrum_split(n: int, *, seed: int = 42) -> Split:
     return Split(*(np.sort(p).astype(np.int64) for p in (train, val, test)))
 
 
+# --- sessions: session-disjoint splits and class-balanced subsets (issue 12) ----------------
+
+SPLIT_BY: tuple[str, ...] = ("session", "random")
+"""How a split draws its parts: whole capture sessions (`session_split`) or single packets."""
+
+PACKETS_CSV = "packets.csv"
+SESSION_COLUMN = "session"
+
+
+def read_packets_csv(
+    path: str | Path, columns: Sequence[str] | None = None
+) -> dict[str, list[str]]:
+    """Columns of our `packets.csv` (what the generator drew per packet) as lists of strings.
+
+    `columns`: the ones wanted (default all); a missing file or column is an `IQFormatError`
+    naming it and the columns the file has.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise IQFormatError(f"{path} not found: the dataset has no per-packet details")
+    with open(path, newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if not header:
+            raise IQFormatError(f"{path}: empty file, no header")
+        wanted = list(header) if columns is None else list(columns)
+        missing = [c for c in wanted if c not in header]
+        if missing:
+            raise IQFormatError(f"{path}: no column {missing}; it has {header}")
+        at = [header.index(c) for c in wanted]
+        out: dict[str, list[str]] = {c: [] for c in wanted}
+        for line, row in enumerate(reader, start=2):
+            if len(row) != len(header):
+                raise IQFormatError(f"{path}:{line}: {len(row)} fields, header has {len(header)}")
+            for c, i in zip(wanted, at, strict=True):
+                out[c].append(row[i])
+    return out
+
+
+def packets_csv_header(directory: str | Path) -> tuple[str, ...]:
+    """The header of `directory/packets.csv`, () when the file is absent."""
+    path = Path(directory) / PACKETS_CSV
+    if not path.is_file():
+        return ()
+    with open(path, newline="") as f:
+        return tuple(next(csv.reader(f), []))
+
+
+def read_sessions(directory: str | Path, expected: int | None = None) -> np.ndarray | None:
+    """The capture session of each packet, int64 (N,), from `packets.csv`; None when the dataset
+    has no `session` column (made before sessions existed, or by another generator)."""
+    if SESSION_COLUMN not in packets_csv_header(directory):
+        return None
+    path = Path(directory) / PACKETS_CSV
+    raw = read_packets_csv(path, [SESSION_COLUMN])[SESSION_COLUMN]
+    try:
+        sessions = np.asarray([int(v) for v in raw], dtype=np.int64)
+    except ValueError as exc:
+        raise IQFormatError(f"{path}: column {SESSION_COLUMN!r} is not an integer: {exc}") from None
+    if expected is not None and len(sessions) != expected:
+        raise IQFormatError(f"{path}: {len(sessions)} rows, labels.csv has {expected}")
+    return sessions
+
+
+def default_split_by(directory: str | Path) -> str:
+    """`session` when the dataset records sessions, else `random` (the behaviour before them)."""
+    return "session" if SESSION_COLUMN in packets_csv_header(directory) else "random"
+
+
+def require_sessions(directory: str | Path, expected: int | None = None) -> np.ndarray:
+    """`read_sessions`, with a clear error when the dataset has no session column."""
+    sessions = read_sessions(directory, expected)
+    if sessions is None:
+        header = packets_csv_header(directory)
+        has = f"its columns are {list(header)}" if header else f"it has no {PACKETS_CSV}"
+        raise ValueError(
+            f"{directory}: cannot split by session: {PACKETS_CSV} has no {SESSION_COLUMN!r} "
+            f"column ({has}); regenerate it with `edge-tc synth dataset` or use --split-by random"
+        )
+    return sessions
+
+
+def _session_strata(sessions: np.ndarray, y: np.ndarray, none_class: int | None) -> dict:
+    """Session id -> its stratum: the most common class of `y` in it, other than `none_class`
+    (a session's management and control frames carry no application) unless it has only that."""
+    strata: dict[int, int] = {}
+    order = np.argsort(sessions, kind="stable")
+    ids, starts = np.unique(sessions[order], return_index=True)
+    for sid, part in zip(ids, np.split(order, starts[1:]), strict=True):
+        counts = np.bincount(y[part])
+        has_other = (
+            none_class is not None and counts.sum() > counts[none_class : none_class + 1].sum()
+        )
+        if has_other:
+            counts[none_class] = 0
+        strata[int(sid)] = int(counts.argmax())
+    return strata
+
+
+def session_split(
+    sessions: np.ndarray,
+    labels: np.ndarray,
+    *,
+    val: float = 0.1,
+    test: float = 0.1,
+    task: str = "app",
+    seed: int = 42,
+) -> Split:
+    """Train/val/test parts made of whole capture sessions: no session has packets in two parts.
+
+    Sessions are stratified by their `task` class (a session's most common class other than
+    "none"), so each class has sessions in each part when it has enough: in every stratum of k
+    sessions, round(test k) go to test and round(val k) to val, at least one each while k >= 3
+    (k = 2: train and test; k = 1: train), the rest to train. Which sessions go where is a
+    permutation seeded by `seed`. The parts keep the natural class mix of their sessions;
+    `balanced_subset` equalizes one afterwards.
+    """
+    sessions = np.asarray(sessions)
+    labels = np.asarray(labels)
+    if labels.ndim != 2 or labels.shape[1] != len(TASKS):
+        raise ValueError(f"labels must be (N, {len(TASKS)}), got {labels.shape}")
+    if sessions.shape != (len(labels),):
+        raise ValueError(f"sessions must be ({len(labels)},), got {sessions.shape}")
+    if task not in TASK_BY_NAME:
+        raise ValueError(f"unknown task {task!r}; expected one of {list(TASK_NAMES)}")
+    for name, frac in (("val", val), ("test", test)):
+        if not 0.0 <= frac < 1.0:
+            raise ValueError(f"{name} fraction must be in [0, 1), got {frac}")
+    if val + test >= 1.0:
+        raise ValueError(f"val {val} + test {test} leave no training sessions")
+    spec = TASK_BY_NAME[task]
+    none_class = spec.classes.index("none") if "none" in spec.classes else None
+    strata = _session_strata(sessions, labels[:, TASK_NAMES.index(task)], none_class)
+    rng = np.random.default_rng(seed)
+    part_of: dict[int, int] = {}  # session -> 0 train, 1 val, 2 test
+    for stratum in sorted(set(strata.values())):
+        ids = np.array(sorted(s for s, c in strata.items() if c == stratum), dtype=np.int64)
+        ids = rng.permutation(ids)
+        k = len(ids)
+        n_test = max(round(test * k), 1 if k >= 2 and test > 0 else 0)
+        n_val = max(round(val * k), 1 if k >= 3 and val > 0 else 0)
+        while n_test + n_val >= k and n_val > 0:  # keep one training session
+            n_val -= 1
+        while n_test + n_val >= k and n_test > 0:
+            n_test -= 1
+        for s in ids[:n_test]:
+            part_of[int(s)] = 2
+        for s in ids[n_test : n_test + n_val]:
+            part_of[int(s)] = 1
+        for s in ids[n_test + n_val :]:
+            part_of[int(s)] = 0
+    part = np.array([part_of[int(s)] for s in sessions], dtype=np.int64)  # (N,)
+    return Split(*(np.flatnonzero(part == p).astype(np.int64) for p in range(3)))
+
+
+def balanced_subset(
+    labels: np.ndarray, indices: np.ndarray | None = None, *, task: str = "app", seed: int = 42
+) -> np.ndarray:
+    """The class-balanced subset of `indices` (default all packets): every class of `task` that
+    occurs there keeps as many packets as the rarest occurring one, drawn with `seed`; sorted.
+
+    Classes absent from `indices` are left out (a balanced set cannot hold them); paper 1's
+    balanced set is this on app.
+    """
+    labels = np.asarray(labels)
+    if task not in TASK_BY_NAME:
+        raise ValueError(f"unknown task {task!r}; expected one of {list(TASK_NAMES)}")
+    idx = np.arange(len(labels)) if indices is None else np.asarray(indices, dtype=np.int64)
+    if len(idx) == 0:
+        return idx.astype(np.int64)
+    y = labels[idx, TASK_NAMES.index(task)]
+    present = np.unique(y)
+    m = min(int((y == c).sum()) for c in present)
+    rng = np.random.default_rng(seed)
+    chosen = [rng.permutation(idx[y == c])[:m] for c in present]
+    return np.sort(np.concatenate(chosen)).astype(np.int64)
+
+
+def split_dataset(
+    labels: np.ndarray,
+    sessions: np.ndarray | None,
+    kind: str = "balanced",
+    by: str = "random",
+    seed: int = 42,
+    *,
+    val: int | float | None = None,
+    test: int | float | None = None,
+) -> Split:
+    """The split `kind` ("balanced" or "tc_spectrum") drawn `by` "random" packets or "session".
+
+    By random: `balanced_split` / `tc_spectrum_split` as they were. By session: the parts are
+    `session_split`s (tc_spectrum: 80/10/10 of the sessions; balanced: paper 1's fractions),
+    and for "balanced" each part is then equalized on app (`balanced_subset`), so training,
+    validation and test are class-balanced like paper 1's and session-disjoint.
+    """
+    if by not in SPLIT_BY:
+        raise ValueError(f"split by must be one of {list(SPLIT_BY)}, got {by!r}")
+    if kind not in ("balanced", "tc_spectrum"):
+        raise ValueError(f"split must be balanced or tc_spectrum, got {kind!r}")
+    if by == "random":
+        if kind == "tc_spectrum":
+            if val is not None or test is not None:
+                raise ValueError("the tc_spectrum split is 80/10/10; val and test are fixed")
+            return tc_spectrum_split(len(labels), seed=seed)
+        return balanced_split(
+            labels,
+            val=PAPER1_VAL_FRACTION if val is None else val,
+            test=PAPER1_TEST_FRACTION if test is None else test,
+            seed=seed,
+        )
+    if sessions is None:
+        raise ValueError("cannot split by session: the dataset has no session column")
+    for name, v in (("val", val), ("test", test)):
+        if v is not None and not isinstance(v, float):
+            raise ValueError(f"a split by session takes {name} as a fraction, got {v!r}")
+    if kind == "tc_spectrum":
+        if val is not None or test is not None:
+            raise ValueError("the tc_spectrum split is 80/10/10; val and test are fixed")
+        return session_split(sessions, labels, val=0.1, test=0.1, seed=seed)
+    parts = session_split(
+        sessions,
+        labels,
+        val=PAPER1_VAL_FRACTION if val is None else float(val),
+        test=PAPER1_TEST_FRACTION if test is None else float(test),
+        seed=seed,
+    )
+    parts_of = (parts.train, parts.val, parts.test)
+    return Split(*(balanced_subset(labels, p, seed=seed) for p in parts_of))
+
+
 # --- task correlation (paper 1, Phase 1 step 2; Tables 4 and 5) -----------------------------
 
 
