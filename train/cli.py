@@ -543,6 +543,142 @@ def _fit_spec_kwargs(args: argparse.Namespace, length: int, classes: int | None)
     return kwargs
 
 
+# --- session-disjoint splits and the baselines beside every accuracy (issue 12) ---------------
+
+
+def _split_by(data_dir: str, requested: str | None) -> str:
+    """--split-by as given, else "session" when the dataset records sessions, else "random"."""
+    from train.data import default_split_by
+
+    return requested or default_split_by(data_dir)
+
+
+def _load_split(trainer: ModuleType, data_dir: str, kind: str, seed: int, by: str) -> Any:
+    """`trainer.load_split` drawn by "random" packets (as before sessions) or by whole capture
+    "session"s (`train.data.split_dataset`)."""
+    if by == "random":
+        return trainer.load_split(data_dir, kind, seed)
+    from train.data import PacketDataset, require_sessions, split_dataset
+
+    directory = Path(data_dir)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"data directory {directory} does not exist")
+    dataset = PacketDataset(directory)
+    sessions = require_sessions(directory, len(dataset))
+    try:
+        parts = split_dataset(dataset.labels, sessions, kind, "session", seed)
+    except ValueError as exc:
+        raise ValueError(
+            f"{directory}: no {kind} split by session ({exc}); use more packets or --split-by "
+            "random"
+        ) from exc
+    for name, idx in zip(("train", "val"), (parts.train, parts.val), strict=True):
+        if len(idx) == 0:
+            raise ValueError(
+                f"{directory}: the {kind} split by session leaves no {name} packets (too few "
+                "sessions); use more packets or --split-by random"
+            )
+    return trainer.SplitData(dataset, parts, kind, seed)
+
+
+def _baselines_beside(
+    data_dir: str | Path,
+    labels: Any,
+    indices: Any,
+    *,
+    train: Any = None,
+    balanced: bool = False,
+    bound: bool = True,
+    seed: int = 42,
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """(per task: majority, no_app_uniform, bound_phy[, bound_phy_mac]; how the bound was got)
+    on labels[indices] (all packets when None). The bound is fitted on `train` when given (the
+    model's own training packets), else cross-fitted in two folds of whole sessions."""
+    import numpy as np
+
+    from train import baselines
+    from train.data import read_sessions
+
+    idx = np.arange(len(labels)) if indices is None else np.asarray(indices, dtype=np.int64)
+    table = baselines.trivial_baselines(labels[idx])
+    info: dict[str, Any] = {"computed": False}
+    if not bound:
+        info["reason"] = "--no-bound"
+        return table, info
+    try:
+        features = baselines.decoded_features(data_dir, labels)
+        if train is not None:
+            bounds = baselines.information_bounds(
+                features, labels, np.asarray(train), {"t": (idx, balanced)}, seed=seed
+            )["t"]
+            info["fitted_on"] = f"the split's {len(train)} training packets"
+        else:
+            groups = read_sessions(data_dir, len(labels))
+            bounds = baselines.cross_fitted_bounds(
+                features, labels, idx, groups, balanced=balanced, seed=seed
+            )
+            whole = "sessions" if groups is not None else "packets"
+            info["fitted_on"] = f"two folds of the dataset's {whole}, each predicting the other"
+    except (ImportError, EdgeTcError, FileNotFoundError) as exc:
+        info["reason"] = str(exc)
+        return table, info
+    for task, values in bounds.items():
+        table[task].update(values)
+    info.update(
+        computed=True,
+        features=baselines.bound_feature_sets(features, "app"),
+        missing=list(features.missing),
+        notes=list(features.notes),
+    )
+    return table, info
+
+
+def _baseline_cells(values: dict[str, Any]) -> str:
+    from train.baselines import BASELINE_KEYS, format_value
+
+    return "  ".join(
+        f"{title} {format_value(values.get(key))}"
+        for key, title in BASELINE_KEYS
+        if values.get(key) is not None
+    )
+
+
+def _cmd_baselines(args: argparse.Namespace) -> int:
+    from train import baselines
+    from train.data import default_split_by
+
+    data_dir = Path(args.data)
+    if not (data_dir / "labels.csv").is_file():
+        raise FileNotFoundError(f"{data_dir}/labels.csv not found: not a dataset directory")
+    if args.split_by is not None:
+        kinds = [args.split_by] if args.split_by != "both" else ["session", "random"]
+    else:
+        kinds = ["session", "random"] if default_split_by(data_dir) == "session" else ["random"]
+    results = {
+        by: baselines.dataset_baselines(data_dir, by=by, seed=args.seed, bound=not args.no_bound)
+        for by in kinds
+    }
+    out = {"data": str(data_dir), "split_by": results}
+    if args.json:
+        print(json.dumps(out, indent=1))
+        return 0
+    for i, r in enumerate(results.values()):
+        print(("\n" if i else "") + baselines.baselines_text(r))
+    if len(results) == 2 and not args.no_bound:
+        print("\ninformation bound, session-disjoint vs random split (leakage across sessions):")
+        for task in results["session"]["tasks"]:
+            for test_set in ("natural", "balanced"):
+                cells = []
+                for key, title in baselines.BASELINE_KEYS[2:]:
+                    s, r = (results[b]["tasks"][task][test_set].get(key) for b in kinds)
+                    if s is not None or r is not None:
+                        cells.append(
+                            f"{title} {baselines.format_value(s)} vs {baselines.format_value(r)}"
+                        )
+                print(f"{task:>9} {test_set:>9}  " + "  ".join(cells))
+    return 0
+
+
 def _cmd_fit(args: argparse.Namespace) -> int:
     trainer = _train_module("trainer")
     if args.model == "mtl1d" and args.task is not None:
@@ -553,7 +689,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if (out / "history.json").exists():
         raise FileExistsError(f"{out} already holds a training run; choose another --out")
-    data = trainer.load_split(args.data, args.split, args.split_seed)
+    split_by = _split_by(args.data, args.split_by)
+    data = _load_split(trainer, args.data, args.split, args.split_seed, split_by)
     from train.checkpoint import ModelSpec
 
     spec = ModelSpec(args.model, _fit_spec_kwargs(args, data.dataset.length, classes))
@@ -568,7 +705,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         device=args.device,
     )
     spec.build()  # a bad width or model argument fails here, before any file is written
-    split_info = {"kind": data.kind, "seed": data.seed}
+    split_info = {"kind": data.kind, "seed": data.seed, "by": split_by}
     main_rank = trainer.rank() == 0
     if main_rank:
         out.mkdir(parents=True, exist_ok=True)
@@ -576,7 +713,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             "model": spec.to_dict(),
             "task": args.task,
             "train": cfg.to_dict(),
-            "split": data.describe(),
+            "split": {**data.describe(), "by": split_by},
             "world_size": trainer.world_size(),
         }
         _write_json(out / "config.json", config)
@@ -603,6 +740,14 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     if len(data.split.test):
         kpi["split"] = {**split_info, "part": "test"}
         kpi.update(kpi_mod.evaluate(model, data.dataset, data.split.test, history.tasks))
+        kpi["baselines"], kpi["information_bound"] = _baselines_beside(
+            data.dataset.directory,
+            data.dataset.labels,
+            data.split.test,
+            train=data.split.train,
+            balanced=data.kind == "balanced",
+            seed=data.seed,
+        )
     kpi["resources"] = kpi_mod.resource_kpis(model, data.dataset.length)
     _write_json(out / "kpi.json", kpi)
     report = _train_module("report").write_report(out)
@@ -610,7 +755,10 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         f"best epoch {history.best_epoch}: mean validation accuracy {history.best_val_accuracy:.4f}"
     )
     for task, v in kpi.get("per_task", {}).items():
-        print(f"  test {task:>8}: accuracy {v['accuracy']:.4f}  macro-F1 {v['macro_f1']:.4f}")
+        print(
+            f"  test {task:>8}: accuracy {v['accuracy']:.4f}  macro-F1 {v['macro_f1']:.4f}  "
+            + _baseline_cells(kpi["baselines"][task])
+        )
     print(f"wrote {out}/best.pt, history.json, kpi.json and {report}")
     return 0
 
@@ -633,16 +781,27 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         split = extra.get("split")
         if not isinstance(split, dict) or "kind" not in split:
             raise ValueError(f"{args.checkpoint} records no split; use --split all")
-        data = trainer.load_split(args.data, split["kind"], int(split.get("seed", 42)))
+        by = args.split_by or str(split.get("by", "random"))  # before sessions: random
+        if args.split_by and args.split_by != split.get("by", "random"):
+            print(
+                f"warning: {args.checkpoint} was trained on a split by "
+                f"{split.get('by', 'random')}; testing on one by {args.split_by} may test on its "
+                "training packets",
+                file=sys.stderr,
+            )
+        data = _load_split(trainer, args.data, split["kind"], int(split.get("seed", 42)), by)
         dataset, indices = data.dataset, data.split.test
+        bound_train, balanced = data.split.train, data.kind == "balanced"
     elif args.split == "balanced":  # a fresh dataset, equalized on app like paper 1's sets
         dataset = PacketDataset(args.data)
         indices = balanced_split(dataset.labels, val=0, test=0).train
+        bound_train, balanced = None, True
     else:
         data_dir = Path(args.data)
         if not data_dir.is_dir():
             raise FileNotFoundError(f"data directory {data_dir} does not exist")
         dataset, indices = PacketDataset(data_dir), None
+        bound_train, balanced = None, False
     result = kpi_mod.evaluate(model, dataset, indices, tasks, batch_size=args.batch_size)
     result = {
         "checkpoint": str(args.checkpoint),
@@ -650,13 +809,36 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         "split": args.split,
         **result,
     }
+    if args.split == "test":
+        result["split_by"] = by
+    result["baselines"], result["information_bound"] = _baselines_beside(
+        args.data,
+        dataset.labels,
+        indices,
+        train=bound_train,
+        balanced=balanced,
+        bound=not args.no_bound,
+    )
     if args.json:
         print(json.dumps(result, indent=1))
     else:
         print(f"{result['packets']} packets ({args.split}) of {args.data}")
         for task, v in result["per_task"].items():
-            print(f"  {task:>8}: accuracy {v['accuracy']:.4f}  macro-F1 {v['macro_f1']:.4f}")
+            print(
+                f"  {task:>8}: accuracy {v['accuracy']:.4f}  macro-F1 {v['macro_f1']:.4f}  "
+                + _baseline_cells(result["baselines"][task])
+            )
+        _print_bound_info(result["information_bound"])
     return 0
+
+
+def _print_bound_info(info: dict[str, Any]) -> None:
+    if info.get("computed"):
+        print(f"  information bound fitted on {info['fitted_on']}")
+        if info.get("missing"):
+            print(f"  (packets.csv lacks {', '.join(info['missing'])})")
+    else:
+        print(f"  no information bound: {info.get('reason')}")
 
 
 _ENGINE_OF_FORMAT = {"onnx": "onnxruntime", "tflite": "tflite", "tensorrt": "tensorrt"}
@@ -689,6 +871,13 @@ def _evaluate_bundle(args: argparse.Namespace) -> int:
         "packets": len(packets.x),
         "models": {},
     }
+    result["baselines"], result["information_bound"] = _baselines_beside(
+        args.data,
+        dataset.labels,
+        indices,
+        balanced=args.split == "balanced",
+        bound=not args.no_bound,
+    )
     for entry in bundle.models:
         name = entry.path.name
         config = {"type": _ENGINE_OF_FORMAT[entry.format], "model": name}
@@ -724,6 +913,14 @@ def _evaluate_bundle(args: argparse.Namespace) -> int:
                 continue
             accs = "  ".join(f"{t}={v['accuracy']:.4f}" for t, v in r["per_task"].items())
             print(f"  {name:<20} {accs}")
+        from train.baselines import BASELINE_KEYS, format_value
+
+        for key, title in BASELINE_KEYS:
+            cells = [(t, b.get(key)) for t, b in result["baselines"].items()]
+            if any(v is not None for _, v in cells):
+                accs = "  ".join(f"{t}={format_value(v)}" for t, v in cells)
+                print(f"  {title:<20} {accs}")
+        _print_bound_info(result["information_bound"])
     return 0
 
 
@@ -814,6 +1011,13 @@ def _add_fit_parsers(train_sub: argparse._SubParsersAction[argparse.ArgumentPars
     fit.add_argument("--task", default=None, help="the task of a single-task model")
     fit.add_argument("--split", choices=("balanced", "tc_spectrum"), default="balanced")
     fit.add_argument("--split-seed", type=int, default=42, help="seed of the split (default 42)")
+    fit.add_argument(
+        "--split-by",
+        choices=("session", "random"),
+        default=None,
+        help="draw the split's parts as whole capture sessions or single packets (default: "
+        "session when packets.csv has a session column, else random)",
+    )
     fit.add_argument("--epochs", type=int, default=400, help="maximum epochs (default 400)")
     fit.add_argument("--patience", type=int, default=20, help="early-stopping patience (20)")
     fit.add_argument("--batch-size", type=int, default=64, help="per process (default 64)")
@@ -862,8 +1066,43 @@ def _add_fit_parsers(train_sub: argparse._SubParsersAction[argparse.ArgumentPars
         "packet of --data's app-balanced subset (for a fresh dataset)",
     )
     ev.add_argument("--batch-size", type=int, default=64)
+    ev.add_argument(
+        "--split-by",
+        choices=("session", "random"),
+        default=None,
+        help="with --split test: how the split was drawn (default: as the checkpoint records, "
+        "random before sessions)",
+    )
+    ev.add_argument(
+        "--no-bound",
+        action="store_true",
+        help="skip the information bound (gradient boosting on decoded fields); majority and "
+        "no-app + uniform are always reported",
+    )
     ev.add_argument("--json", action="store_true", help="print the result (confusions too) as JSON")
     ev.set_defaults(func=_cmd_evaluate)
+
+    bl = train_sub.add_parser(
+        "baselines",
+        help="trivial baselines and the per-packet information bound of a dataset",
+        description="Per task, on the natural-mix and the class-balanced (app) test sets of an "
+        "80/10/10 split: the majority-class accuracy, a no-app detector then a uniform guess "
+        "(app, app_type), and the information bound: gradient boosting fitted on the training "
+        "part's decoded per-packet fields (PHY; PHY + clear MAC header). See "
+        "docs/train/baselines.md.",
+    )
+    bl.add_argument("--data", required=True, help="dataset directory (labels.csv + packets.csv)")
+    bl.add_argument(
+        "--split-by",
+        choices=("session", "random", "both"),
+        default=None,
+        help="whole capture sessions or single packets (default: both side by side when "
+        "packets.csv has a session column, else random)",
+    )
+    bl.add_argument("--seed", type=int, default=42, help="split and classifier seed (42)")
+    bl.add_argument("--no-bound", action="store_true", help="majority and no-app only")
+    bl.add_argument("--json", action="store_true", help="print the result as JSON")
+    bl.set_defaults(func=_cmd_baselines)
 
     cmp = train_sub.add_parser("compare", help="KPIstl vs KPImtl and the Delta-tolerance gate")
     cmp.add_argument("--stl", nargs="+", required=True, help="single-task run directories")
