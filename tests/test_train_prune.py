@@ -10,12 +10,16 @@ from edge_core.schema import TASK_NAMES  # noqa: E402
 from train.checkpoint import ModelSpec, load_checkpoint, save_checkpoint  # noqa: E402
 from train.models import describe  # noqa: E402
 from train.prune import (  # noqa: E402
+    dry_run,
+    file_sha256,
     filter_scores,
     find_knee,
+    mapped_scores,
     prunable_layers,
     prune,
     prune_model,
     prune_once,
+    pruning_record,
     sweep,
     top_filters,
     uniform_keep,
@@ -75,38 +79,91 @@ def _zero_filters(model: torch.nn.Module, layer: str, bn: str, filters: list[int
 # --- the knee ---------------------------------------------------------------------------------
 
 
-def test_knee_at_the_flattest_window_of_the_sorted_scores():
-    # Descending: 100 60 30 10 5 5 5 3 2 1. h=2 slopes: -35 -25 -12.5 -2.5 0 -1 -1.5 -2:
-    # the flattest window starts at j*=4 and MiniDrop keeps j* + h//2 = 5 filters.
+def _authors_rate(raw, h):
+    """gratitude_pr of TinyRadio as seed_code.md transcribes it, for one layer's raw scores."""
+    r = np.asarray(raw, dtype=np.float64)
+    mapped = np.round((r - r.min()) / ((r.max() - r.min()) / 100))
+    s = sorted(mapped, reverse=True)[1:]
+    g = [(s[j + h] - s[j]) / h for j in range(len(s) - h)]
+    k = int(int(np.argmax(g)) + h / 2)
+    return float(np.clip(round(1 - k / len(g), 2), 0, 0.9))
+
+
+def test_knee_follows_the_authors_rule():
+    # mapped to 0..100: 100 60 29 9 4 4 4 2 1 0 -> s[1:] = 60 29 9 4 4 4 2 1 0 (9 values);
+    # h=2 slopes: -25.5 -12.5 -2.5 0 -1 -1.5 -1: j*=3, k=int(3 + 1)=4, len(g)=7,
+    # p = round(1 - 4/7, 2) = 0.43, keep int(10 x 0.57) = 5.
     scores = [5, 1, 100, 3, 10, 5, 60, 2, 30, 5]  # unsorted on purpose
+    assert mapped_scores(scores).tolist() == [4, 0, 100, 2, 9, 4, 60, 1, 29, 4]
     knee = find_knee(scores, 2)
-    assert (knee.knee, knee.keep, knee.note) == (4, 5, None)
+    assert (knee.knee, knee.k, knee.windows, knee.p, knee.keep, knee.note) == (
+        3,
+        4,
+        7,
+        0.43,
+        5,
+        None,
+    )
+    assert knee.keep_ratio == 0.57
     top = top_filters(torch.tensor(scores, dtype=torch.float32), knee.keep)
     assert sorted(scores[i] for i in top) == [5, 10, 30, 60, 100]  # the highest, top one too
 
 
-def test_smaller_h_finds_a_more_local_knee():
-    scores = [10.0, 9.0, 8.0, 7.98, 7.96, 4.0, 3.0, 2.9, 2.8, 2.7]
-    # h=2 slopes: -1 -0.5 -0.02 -1.99 -2.48 -0.55 -0.1 -0.1: the short plateau at j=2 wins
-    assert (find_knee(scores, 2).knee, find_knee(scores, 2).keep) == (2, 3)
-    # h=4 slopes: -0.51 -1.25 -1.25 -1.27 -1.29 -0.325: only the tail is flat over 4 steps
-    assert (find_knee(scores, 4).knee, find_knee(scores, 4).keep) == (5, 7)
+@pytest.mark.parametrize("h", [1, 2, 3, 4, 8, 16])
+def test_rate_matches_the_authors_code_on_random_layers(h):
+    rng = np.random.default_rng(h)
+    for m in (h + 2, 20, 32, 64):
+        for _ in range(20):
+            raw = rng.gamma(2.0, 1.0, m) * rng.choice([1.0, 10.0], m)  # (M,) with a few big ones
+            knee = find_knee(raw, h)
+            assert knee.p == _authors_rate(raw, h)
+            assert knee.keep == max(1, m * (100 - round(100 * knee.p)) // 100)
+
+
+def test_rate_is_clipped_to_0_9_and_counts_are_exact():
+    # Four equal top scores then a steep fall: j*=0, k=1, p = round(1 - 1/17, 2) = 0.94 -> 0.9;
+    # int(20 x (1 - 0.9)) is 1 in floats (0.09999...), 2 exactly.
+    scores = [100.0] * 4 + [90.0 - 5 * i for i in range(16)]
+    knee = find_knee(scores, 2)
+    assert (knee.knee, knee.k, knee.windows, knee.p, knee.keep) == (0, 1, 17, 0.9, 2)
+    small = find_knee([10, 10, 10, 5, 0], 1)  # p=0.9 of 5 filters is 0: one is kept, said so
+    assert (small.p, small.keep) == (0.9, 1) and "kept 1" in (small.note or "")
+
+
+def test_rate_never_negative():
+    # The flattest window is the last one: k = int(4 + 4/2) = 6 > len(g) = 5, p clipped to 0.
+    scores = [100, 90, 80, 70, 60, 50, 50, 50, 50, 50]
+    knee = find_knee(scores, 4)
+    assert (knee.knee, knee.k, knee.windows, knee.p, knee.keep) == (4, 6, 5, 0.0, 10)
+
+
+def test_larger_h_keeps_more_on_this_layer():
+    scores = [10.0, 9.0, 8.0, 7.98, 7.96, 4.0, 3.0, 2.9, 2.8, 2.7, 2.6, 2.5]
+    keeps = [find_knee(scores, h).keep for h in (1, 2, 4, 8)]
+    assert keeps == sorted(keeps) and keeps[0] < keeps[-1]
 
 
 def test_flat_scores_take_the_first_window():
-    knee = find_knee(np.full(10, 3.0), 4)
-    assert (knee.knee, knee.keep) == (0, 2)
-    one = find_knee(np.full(10, 3.0), 1)  # j*=0 and h//2=0 would keep nothing
-    assert one.keep == 1 and "kept 1" in (one.note or "")
+    knee = find_knee(np.full(10, 3.0), 4)  # all map to 0: j*=0, k=2, p = 1 - 2/5
+    assert (knee.knee, knee.k, knee.p, knee.keep) == (0, 2, 0.6, 4)
+    one = find_knee(np.full(10, 3.0), 1)  # k = int(0.5) = 0: p = 1 -> 0.9, one filter
+    assert (one.p, one.keep) == (0.9, 1)
 
 
 def test_h_at_least_m_minus_1_keeps_every_filter_and_says_so():
-    for h in (4, 5, 64):
+    for h in (4, 5, 64):  # s[1:] has M-1 = 4 values: no window of step h
         knee = find_knee([5.0, 4.0, 3.0, 2.0, 1.0], h)
-        assert knee.keep == 5 and knee.knee is None
-        assert "no knee" in (knee.note or "")
-    assert find_knee([5.0, 4.0, 3.0, 2.0, 1.0], 3).knee is not None  # M-1 = 4 > 3: a real knee
+        assert knee.keep == 5 and knee.knee is None and knee.p == 0.0
+        assert "no window" in (knee.note or "")
+    assert find_knee([5.0, 4.0, 3.0, 2.0, 1.0], 3).knee is not None  # M-1 = 4 > 3: one window
     assert find_knee([7.0], 1).keep == 1
+
+
+def test_bad_scores_are_rejected():
+    with pytest.raises(ValueError, match="no scores"):
+        find_knee([], 2)
+    with pytest.raises(ValueError, match="finite"):
+        find_knee([1.0, float("nan"), 2.0], 1)
 
 
 @pytest.mark.parametrize("h", [0, -2, 1.5, True])
@@ -276,7 +333,8 @@ def test_minidrop_report_and_smaller_flops(spec):
     assert [r.name for r in report.layers] == prunable_layers(model)
     for row in report.layers:
         knee = find_knee(filter_scores(model.get_submodule(row.name)), 2)
-        assert (row.kept, row.knee) == (knee.keep, knee.knee)
+        assert (row.kept, row.knee, row.k, row.p) == (knee.keep, knee.knee, knee.k, knee.p)
+        assert row.kept == max(1, int(round(row.original * row.keep_ratio, 6)))
         assert row.kept == len(row.kept_indices) and 1 <= row.kept <= row.original
     assert report.flops_after < report.flops_before
     assert report.params_after < report.params_before
@@ -290,7 +348,7 @@ def test_minidrop_reports_layers_it_cannot_choose_for():
     _, _, report = prune_once(model, MTL, "minidrop", h=7)  # M-1 = 5 or 7 for widths 6 and 8
     for row in report.layers:
         if row.original - 1 <= 7:
-            assert row.kept == row.original and row.knee is None and "no knee" in row.note
+            assert row.kept == row.original and row.knee is None and "no window" in row.note
         else:
             assert row.knee is not None
 
@@ -365,6 +423,99 @@ def test_sweep_writes_json_plot_and_checkpoints(tmp_path):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 
 
+def test_dry_run_lists_knees_and_sizes_per_h_without_changing_the_model():
+    model = _randomized(MTL)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    result = dry_run(model, MTL, hs=(1, 2, 4), rates=(0.5,))
+    assert result["baseline"]["params"] == describe(model, LENGTH)["params"]
+    assert [r["name"] for r in result["runs"]] == [
+        "minidrop_h1", "minidrop_h2", "minidrop_h4", "uniform_p0.5"
+    ]  # fmt: skip
+    for run in result["runs"]:
+        _, spec, report = prune_once(model, MTL, run["method"], h=run["h"], rate=run["rate"])
+        assert run["params"] == report.params_after
+        assert run["widths"] == spec.to_dict()["kwargs"]
+        assert [x["kept"] for x in run["layers"]] == [x.kept for x in report.layers]
+        assert all(0.1 <= x["keep_ratio"] <= 1.0 for x in run["layers"])
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
+
+
+def test_from_scratch_trains_the_same_widths_from_random_weights():
+    model = _randomized(MTL)
+    seen = []
+
+    def finetune(m, spec):
+        seen.append({k: v.clone() for k, v in m.state_dict().items()})
+        return m
+
+    inherited = prune(model, MTL, "minidrop", h=2, finetune=finetune)
+    scratch = prune(model, MTL, "minidrop", h=2, finetune=finetune, from_scratch=True, seed=3)
+    prune(model, MTL, "minidrop", h=2, finetune=finetune, from_scratch=True, seed=3)  # again
+    assert scratch.spec == inherited.spec and scratch.method == "scratch"
+    assert inherited.method == "minidrop"
+    w = "trunk.0.weight"
+    assert not torch.equal(seen[1][w], seen[0][w])  # not the inherited filters
+    assert all(torch.equal(seen[1][k], seen[2][k]) for k in seen[1])  # seeded
+    torch.manual_seed(3)
+    assert torch.equal(seen[1][w], scratch.spec.build().state_dict()[w])
+    with pytest.raises(ValueError, match="one pruning step"):
+        prune(model, MTL, "minidrop", h=2, iterations=2, from_scratch=True)
+
+
+def test_pruning_record_names_parent_settings_and_knees(tmp_path):
+    model = _randomized(MTL)
+    parent = tmp_path / "parent.pt"
+    save_checkpoint(parent, model, MTL, {})
+    res = prune(model, MTL, "minidrop", h=2)
+    settings = {"max_epochs": 3, "lr": 1e-3, "batch_size": 64, "patience": 2, "seed": 0}
+    record = pruning_record(res, parent, fine_tuning=settings, data={"kind": "balanced"})
+    assert record["method"] == "minidrop" and record["h"] == 2 and record["rate"] is None
+    assert record["parent_checkpoint"] == {"path": str(parent), "sha256": file_sha256(parent)}
+    assert len(record["parent_checkpoint"]["sha256"]) == 64
+    assert record["fine_tuning"] == settings and record["data"] == {"kind": "balanced"}
+    (round_1,) = record["rounds"]
+    report = res.iterations[0].report
+    assert [x["knee"] for x in round_1["layers"]] == [x.knee for x in report.layers]
+    assert [x["keep_ratio"] for x in round_1["layers"]] == [x.keep_ratio for x in report.layers]
+    assert record["params_after"] == report.params_after < record["params_before"]
+    assert json.loads(json.dumps(record)) == record
+    scratch = prune(model, MTL, "uniform", rate=0.5, from_scratch=True)
+    scratch_record = pruning_record(scratch, parent, fine_tuning=None, data=None)
+    assert (scratch_record["method"], scratch_record["widths_from"]) == ("scratch", "uniform")
+
+
+def test_export_carries_the_pruning_record_into_the_manifest(tmp_path):
+    pytest.importorskip("onnxruntime", reason="the export extra is not installed")
+    from edge_core.bundle import load_manifest
+    from edge_core.synth.dataset import write_dataset
+    from train.data import PacketDataset
+    from train.export import export_bundle
+
+    data = write_dataset(tmp_path / "data", 48, seed=4, workers=1, progress=False)
+    spec = ModelSpec("mtl1d", {"conv_widths": [6, 6, 6, 6], "head_widths": [8, 8, 8]})
+    model = _randomized(spec)
+    parent = tmp_path / "parent.pt"
+    save_checkpoint(parent, model, spec, {"tasks": list(TASK_NAMES)})
+    res = prune(model, spec, "minidrop", h=2)
+    record = pruning_record(res, parent, fine_tuning=None, data={"kind": "balanced"})
+    child = tmp_path / "pruned.pt"
+    save_checkpoint(child, res.model, res.spec, {"tasks": list(TASK_NAMES), "pruning": record})
+    ds = PacketDataset(data)
+    out = export_bundle(
+        child, tmp_path / "bundle", formats=("onnx-fp32",), calib_ds=ds, heldout_ds=ds,
+        data_description={"generator": "synthetic"}, calib_packets=16, heldout_packets=24,
+    )  # fmt: skip
+    manifest = load_manifest(out).manifest
+    assert manifest["pruning"] == record
+    assert manifest["model"]["params"] == record["params_after"]
+    path = out / "manifest.json"
+    bad = json.loads(path.read_text())
+    bad["pruning"] = ["not", "an", "object"]
+    path.write_text(json.dumps(bad))
+    with pytest.raises(ModelError, match="pruning"):
+        load_manifest(out)
+
+
 # --- CLI --------------------------------------------------------------------------------------
 
 
@@ -408,6 +559,15 @@ def test_cli_prune_minidrop_fine_tunes_and_writes_checkpoint_and_report(tiny_run
     model, spec, extra = load_checkpoint(out / "pruned.pt")
     assert spec.to_dict() == report["spec"]
     assert extra["tasks"] == list(TASK_NAMES)
+    pruning = extra["pruning"]
+    assert pruning == report["pruning"]
+    assert (pruning["method"], pruning["h"], pruning["iterations"]) == ("minidrop", 2, 1)
+    assert pruning["parent_checkpoint"]["sha256"] == file_sha256(root / "best.pt")
+    tuning = pruning["fine_tuning"]
+    assert (tuning["max_epochs"], tuning["lr"], tuning["batch_size"]) == (1, 1e-3, 64)
+    assert (tuning["patience"], tuning["seed"]) == (10, 0)
+    assert pruning["data"]["kind"] == "tc_spectrum"
+    assert pruning["rounds"][0]["layers"][0]["keep_ratio"] is not None
     assert extra["split"] == {"kind": "tc_spectrum", "seed": 42}
     assert describe(model)["flops"] == report["pruned"]["flops"]
     # the run directory is not overwritten
@@ -434,6 +594,10 @@ def test_cli_prune_uniform_iterations_without_fine_tuning(tiny_run, capsys):
         ("--method uniform --rate 0.5 --h 4", "takes --rate"),
         ("--method minidrop --h 0", "h must be"),
         ("--method uniform --rate 1.0", "rate must be in"),
+        ("--method minidrop --h 2 4", "takes one value"),
+        ("--h 2", "takes --method"),
+        ("--dry-run --method minidrop --h 2", "--dry-run takes"),
+        ("--method minidrop --h 2 --from-scratch --iterations 2", "one pruning step"),
     ],
 )
 def test_cli_prune_rejects_bad_method_arguments(tiny_run, capsys, options, message):
@@ -442,15 +606,56 @@ def test_cli_prune_rejects_bad_method_arguments(tiny_run, capsys, options, messa
     assert message in capsys.readouterr().err
 
 
+def test_cli_prune_dry_run_prints_knees_and_sizes_per_h(tiny_run, capsys):
+    from edge_core.cli import main
+
+    root, _ = tiny_run
+    argv = ["train", "prune", "--dry-run", "--checkpoint", str(root / "best.pt")]
+    assert main([*argv, "--h", "1", "2", "4", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    model, spec, _ = load_checkpoint(root / "best.pt")
+    want = dry_run(model, spec, hs=(1, 2, 4))
+    assert result["runs"] == want["runs"] and result["baseline"] == want["baseline"]
+    assert result["checkpoint"]["sha256"] == file_sha256(root / "best.pt")
+    assert main([*argv, "--rate", "0.5"]) == 0  # text; needs no --data or --out
+    text = capsys.readouterr().out
+    assert "uniform_p0.5" in text and "trunk.0" in text and "minidrop" not in text
+
+
+def test_cli_prune_from_scratch_trains_the_pruned_widths(tiny_run, capsys):
+    root, data = tiny_run
+    inherited, scratch = root / "inherit_h1", root / "scratch_h1"
+    options = "--method minidrop --h 1 --epochs 1"
+    assert _cli("prune", root, data, inherited, options) == 0
+    assert _cli("prune", root, data, scratch, f"{options} --from-scratch") == 0
+    capsys.readouterr()
+    a, b = (json.loads((d / "prune.json").read_text()) for d in (inherited, scratch))
+    assert a["spec"] == b["spec"]  # the same widths
+    assert (b["pruning"]["method"], b["pruning"]["widths_from"]) == ("scratch", "minidrop")
+    assert a["pruning"]["method"] == "minidrop" and b["from_scratch"]
+    wa, wb = (
+        load_checkpoint(d / "finetune" / "round_1" / "best.pt")[0] for d in (inherited, scratch)
+    )
+    assert not torch.equal(wa.trunk[0].weight, wb.trunk[0].weight)
+    _, _, extra = load_checkpoint(scratch / "pruned.pt")
+    assert extra["pruning"]["method"] == "scratch"
+
+
 def test_cli_sweep_writes_json_and_plot(tiny_run, capsys):
     root, data = tiny_run
     out = root / "sweep"
-    assert _cli("sweep", root, data, out, "--h 4 --rates 0.5 --epochs 1") == 0
-    assert "minidrop_h4" in capsys.readouterr().out
+    assert _cli("sweep", root, data, out, "--h 2 --rates 0.5 --epochs 1 --from-scratch") == 0
+    assert "minidrop_h2" in capsys.readouterr().out
     result = json.loads((out / "sweep.json").read_text())
-    assert [r["name"] for r in result["runs"]] == ["minidrop_h4", "uniform_p0.5"]
+    names = ["minidrop_h2", "uniform_p0.5", "scratch_minidrop_h2", "scratch_uniform_p0.5"]
+    assert [r["name"] for r in result["runs"]] == names
+    assert [r["method"] for r in result["runs"]] == ["minidrop", "uniform", "scratch", "scratch"]
     for run in result["runs"]:
         assert (out / "finetune" / run["name"] / "round_1" / "best.pt").exists()
-        assert (out / run["checkpoint"]).exists()
         assert run["accuracy_after_finetune"] is not None
+        _, _, extra = load_checkpoint(out / run["checkpoint"])
+        assert extra["pruning"]["method"] == run["method"]
+        assert extra["pruning"]["widths_from"] == run["widths_from"]
+        assert extra["pruning"]["parent_checkpoint"]["path"] == str(root / "best.pt")
+    assert result["runs"][0]["spec"] == result["runs"][2]["spec"]
     assert (out / "sweep.png").stat().st_size > 10_000
