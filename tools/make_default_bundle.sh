@@ -25,7 +25,7 @@ mkdir -p "$WORK"
 [ -f "$WORK/mtl/best.pt" ] ||
     $TC train fit --data "$WORK/train200k" --out "$WORK/mtl" --model mtl1d --epochs 7 \
         --patience 6 --seed 0 --no-progress
-# Paper 2: MiniDrop, derivative step h=4 (5.2x fewer FLOPs), then fine-tune.
+# Paper 2: MiniDrop (authors' rate rule), step h=4, then fine-tune; sizes per h: train prune --dry-run.
 [ -f "$WORK/pruned/pruned.pt" ] ||
     $TC train prune --method minidrop --h 4 --checkpoint "$WORK/mtl/best.pt" \
         --data "$WORK/train200k" --out "$WORK/pruned" --epochs 8 --patience 3 --no-progress
