@@ -1,5 +1,7 @@
 """The live synthetic source: deterministic, contiguous, packets where it says, config errors."""
 
+import copy
+
 import numpy as np
 import pytest
 
@@ -67,6 +69,7 @@ def test_live_rendering_matches_the_recorded_channel():
     assert len(done) >= 10
     for i, pkt in enumerate(done[:30]):
         recorded.rng, live.rng = np.random.default_rng(i), np.random.default_rng(i)
+        live.bss = copy.deepcopy(recorded.bss)  # same MAC state: sequence and packet numbers
         want, got = recorded._render(pkt), live._render(pkt)
         assert got.dtype == np.complex64 and got.shape == want.shape
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max())

@@ -11,19 +11,21 @@ import numpy as np
 from edge_core.schema import INPUT_LENGTH
 from edge_core.synth import dsss, ofdm
 from edge_core.synth.impairments import Draw, Impairments, draw, impair_packet
+from edge_core.synth.mac import Bss, build_psdu, default_bss
 from edge_core.synth.traffic import PacketSpec, TrafficMix, sample_spec
 
 
-def random_psdu(length: int, rng: np.random.Generator) -> np.ndarray:
-    """Random bytes: encrypted payloads look like noise at the PHY."""
-    return rng.integers(0, 256, size=length, dtype=np.uint8)
-
-
 def synthesize(
-    spec: PacketSpec, rng: np.random.Generator, max_samples: int | None = None
+    spec: PacketSpec,
+    rng: np.random.Generator,
+    max_samples: int | None = None,
+    bss: Bss | None = None,
 ) -> np.ndarray:
-    """The clean PPDU waveform of `spec` (complex64, 20 Msps, unit power), optionally cut short."""
-    psdu = random_psdu(spec.length_bytes, rng)
+    """The clean PPDU waveform of `spec` (complex64, 20 Msps, unit power), optionally cut short.
+
+    The PSDU is the MAC frame `spec` describes in `bss` (whose sequence and packet numbers it
+    advances); without a BSS, in a random one drawn from `rng`."""
+    psdu = build_psdu(spec, bss if bss is not None else default_bss(spec, rng), rng)
     if spec.phy == "802.11b":
         return dsss.dsss_ppdu(psdu, spec.rate, spec.preamble, rng, max_samples=max_samples)
     if spec.phy == "802.11g":
@@ -56,13 +58,16 @@ def generate_packets(
     impairments: Impairments | None = None,
     length: int = INPUT_LENGTH,
 ) -> Iterator[LabelledPacket]:
-    """`n` labelled packets drawn from the mix, impaired, padded/truncated to `length`."""
+    """`n` labelled packets drawn from the mix, impaired, padded/truncated to `length`.
+
+    All `n` are frames of one BSS, so sequence and packet numbers advance across them."""
     mix = mix or TrafficMix()
     impairments = impairments or Impairments()
+    bss = Bss.random(rng)
     for _ in range(n):
         d = draw(impairments, rng)
-        spec = sample_spec(rng, mix, d.snr_db)
-        clean = synthesize(spec, rng, max_samples=length)
+        spec = sample_spec(rng, mix, d.snr_db, bss)
+        clean = synthesize(spec, rng, max_samples=length, bss=bss)
         y = impair_packet(clean, d, rng, length)
         iq = np.zeros(length, dtype=np.complex64)
         iq[: y.size] = y

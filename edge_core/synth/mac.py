@@ -281,6 +281,7 @@ def _ht_operation(bss: Bss) -> bytes:
 
 
 def _beacon_body(bss: Bss, subtype: str) -> bytes:
+    # Elements in the order of 9.3.3.3 Table 9-27 (probe response: Table 9-34).
     body = struct.pack("<QHH", bss.tsf_us, BEACON_INTERVAL_TU, CAPABILITY)
     body += _element(EID_SSID, bss.ssid.encode())
     body += _element(EID_RATES, SUPPORTED_RATES)
@@ -290,9 +291,9 @@ def _beacon_body(bss: Bss, subtype: str) -> bytes:
         body += _element(EID_TIM, bytes([0, 1, 0, 0]))
     body += _element(EID_ERP, bytes([0x00]))
     body += _element(EID_EXT_RATES, EXTENDED_RATES)
+    body += _element(EID_RSN, RSN)
     body += _element(EID_HT_CAP, HT_CAPABILITIES)
     body += _element(EID_HT_OP, _ht_operation(bss))
-    body += _element(EID_RSN, RSN)
     body += _element(EID_VENDOR, WMM_PARAMETER)
     return body
 
@@ -316,8 +317,8 @@ def _mgmt_body(subtype: str, bss: Bss, station: int, uplink: bool, seq_hint: int
             + _element(EID_SSID, bss.ssid.encode())
             + _element(EID_RATES, SUPPORTED_RATES)
             + _element(EID_EXT_RATES, EXTENDED_RATES)
-            + _element(EID_HT_CAP, HT_CAPABILITIES)
             + _element(EID_RSN, RSN)
+            + _element(EID_HT_CAP, HT_CAPABILITIES)
             + _element(EID_VENDOR, WMM_INFO)
         )
     if subtype == "assoc_resp":
@@ -466,6 +467,11 @@ def _data_psdu(spec: PacketSpec, bss: Bss, rng: np.random.Generator) -> bytes:
         lengths = [spec.length_bytes]
         duration = _nav(spec, CONTROL_FRAME_BYTES["ack"])
     for n in lengths:
+        if spec.mpdu_lengths and n > MAX_HT_AMPDU_MPDU_BYTES:
+            raise ValueError(
+                f"{spec}: an MPDU of {n} B exceeds the HT A-MPDU subframe limit of "
+                f"{MAX_HT_AMPDU_MPDU_BYTES} B"
+            )
         if n < _data_min_length(subtype):
             raise ValueError(
                 f"{spec}: an MPDU of {n} B cannot hold a {subtype} frame "

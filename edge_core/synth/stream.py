@@ -30,6 +30,7 @@ from tqdm import tqdm
 from edge_core.schema import APP, SAMPLE_RATE_HZ
 from edge_core.synth.generator import duration_samples, synthesize
 from edge_core.synth.impairments import Draw, apply_channel, complex_noise
+from edge_core.synth.mac import Bss
 from edge_core.synth.traffic import (
     APP_MODELS,
     PacketSpec,
@@ -129,6 +130,13 @@ class ChannelSimulator:
         self.client = station("client")
         self.neighbours = [station(f"ap{i + 1}") for i in range(c.neighbour_aps)]
         self.others = [station(f"sta{i + 1}") for i in range(4)]
+        # Each AP runs its own BSS (addresses, SSID, sequence and packet numbers); the client
+        # is station 0 of every one it probes. Drawn from their own seed: the traffic's random
+        # numbers stay as they were.
+        bss_rng = np.random.default_rng(np.random.SeedSequence([seed, 0xB55]))
+        self.bss = {ap.name: Bss.random(bss_rng) for ap in [self.ap, *self.neighbours]}
+        for bss in self.bss.values():
+            bss.stations[0] = self.bss[self.ap.name].stations[0]
         self._medium_free = 0
         self._pending: list[StreamPacket] = []  # scheduled, not fully rendered, by start
         # (time, seq, source): sources ask for the medium at `time`.
@@ -159,6 +167,10 @@ class ChannelSimulator:
         session = int(t / (self.config.session_seconds * SAMPLE_RATE_HZ))
         return self._apps[session % len(self._apps)]
 
+    def bss_of(self, st: Station) -> Bss:
+        """The BSS whose frames `st` sends: its own if it is an AP, else our AP's."""
+        return self.bss.get(st.name, self.bss[self.ap.name])
+
     def _snr(self, st: Station) -> float:
         return st.snr_db + float(self.rng.normal(0.0, 1.0))  # small per-packet fading
 
@@ -185,13 +197,15 @@ class ChannelSimulator:
         c, r = self.config, self.rng
         if source.startswith("beacon:"):
             ap = [self.ap, *self.neighbours][int(source.split(":")[1])]
-            self._exchange(t, [(mgmt_spec("802.11b", "beacon", ap.snr_db, r), ap)])
+            beacon = mgmt_spec("802.11b", "beacon", ap.snr_db, r, self.bss_of(ap))
+            self._exchange(t, [(beacon, ap)])
             self._push(t + BEACON_INTERVAL, source)
         elif source == "probe":
-            frames = [(mgmt_spec("802.11b", "probe_req", self.client.snr_db, r), self.client)]
+            req = mgmt_spec("802.11b", "probe_req", self.client.snr_db, r, self.bss_of(self.ap))
+            frames = [(req, self.client)]
             self._exchange(t, frames)
             for ap in [self.ap, *self.neighbours][: int(r.integers(1, 2 + len(self.neighbours)))]:
-                resp = mgmt_spec("802.11b", "probe_resp", ap.snr_db, r)
+                resp = mgmt_spec("802.11b", "probe_resp", ap.snr_db, r, self.bss_of(ap))
                 ack = control_spec("802.11b", "ack", self.client.snr_db, r)
                 self._exchange(self._medium_free, [(resp, ap), (ack, self.client)])
             self._push(t + self._exp(c.probe_rate_hz), "probe")
@@ -242,7 +256,7 @@ class ChannelSimulator:
     def _render(self, pkt: StreamPacket) -> np.ndarray:
         st = pkt.station
         d = Draw(pkt.snr_db, st.cfo_hz, st.rms_delay_spread_ns, 0, 0.0, 0.0, 0.0)
-        x = apply_channel(synthesize(pkt.spec, self.rng), d, self.rng)
+        x = apply_channel(synthesize(pkt.spec, self.rng, bss=self.bss_of(st)), d, self.rng)
         return x * np.float32(np.sqrt(NOISE_POWER * 10 ** (pkt.snr_db / 10)))
 
     def _noise(self, n: int) -> np.ndarray:

@@ -113,7 +113,7 @@ class LiveChannel(ChannelSimulator):
         same random numbers, then the SNR gain) in complex64: the CFO rotation comes from a
         per-station table instead of a complex128 exp per packet (a third of the time)."""
         st = pkt.station
-        x = synthesize(pkt.spec, self.rng)
+        x = synthesize(pkt.spec, self.rng, bss=self.bss_of(st))
         taps = multipath_taps(st.rms_delay_spread_ns, self.rng)
         y = np.convolve(x, taps)[: x.size] if taps.size > 1 else x.astype(np.complex64)
         if st.cfo_hz:
