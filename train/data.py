@@ -469,11 +469,8 @@ def _session_strata(sessions: np.ndarray, y: np.ndarray, none_class: int | None)
     order = np.argsort(sessions, kind="stable")
     ids, starts = np.unique(sessions[order], return_index=True)
     for sid, part in zip(ids, np.split(order, starts[1:]), strict=True):
-        counts = np.bincount(y[part])
-        has_other = (
-            none_class is not None and counts.sum() > counts[none_class : none_class + 1].sum()
-        )
-        if has_other:
+        counts = np.bincount(y[part], minlength=0 if none_class is None else none_class + 1)
+        if none_class is not None and counts.sum() > counts[none_class]:
             counts[none_class] = 0
         strata[int(sid)] = int(counts.argmax())
     return strata

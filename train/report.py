@@ -133,14 +133,57 @@ def _save(fig: Any, path: Path, plt: Any, epoch_axes: Sequence[Any] = ()) -> Pat
     return path
 
 
+_BASELINE_COLUMNS = (
+    ("majority", "majority"),
+    ("no_app_uniform", "no-app + uniform"),
+    ("bound_phy", "bound PHY"),
+    ("bound_phy_mac", "bound PHY+MAC"),
+)
+"""kpi.json's `baselines` keys (`train.baselines`) and their column titles."""
+
+
+def _accuracy_table(kpi: Mapping[str, Any]) -> list[str]:
+    """Accuracy per task with its trivial baselines and information bounds beside it."""
+    per_task = kpi.get("per_task", {})
+    baselines = kpi.get("baselines") or {}
+    shown = [
+        (key, title)
+        for key, title in _BASELINE_COLUMNS
+        if any(baselines.get(t, {}).get(key) is not None for t in per_task)
+    ]
+    head = "| task | accuracy | macro-F1 | packets |" + "".join(f" {t} |" for _, t in shown)
+    lines = [head, "|---|---:|---:|---:|" + "---:|" * len(shown)]
+    for t, v in per_task.items():
+        cells = "".join(
+            f" {baselines[t][key]:.4f} |" if baselines.get(t, {}).get(key) is not None else " - |"
+            for key, _ in shown
+        )
+        lines.append(f"| {t} | {v['accuracy']:.4f} | {v['macro_f1']:.4f} | {v['support']} |{cells}")
+    if shown:
+        lines += [
+            "",
+            "Beside each accuracy, on the same test packets (`train.baselines`, "
+            "docs/train/baselines.md): the majority-class rate; a no-app detector then a uniform "
+            "guess (app, app_type); the information bound, gradient boosting on what a receiver "
+            "decodes per packet (PHY fields; PHY + clear MAC header).",
+        ]
+    info = kpi.get("information_bound") or {}
+    if info.get("computed"):
+        lines.append(f"The bound was fitted on {info.get('fitted_on')}.")
+        if info.get("missing"):
+            lines.append(f"Fields the dataset lacks: {', '.join(info['missing'])}.")
+        lines += [f"Note: {n}." for n in info.get("notes", [])]
+    elif info:
+        lines.append(f"No information bound: {info.get('reason')}.")
+    return lines
+
+
 def _kpi_markdown(kpi: Mapping[str, Any]) -> list[str]:
     lines = ["## Test KPIs", ""]
     split = kpi.get("split")
     if split:
         lines += [f"Split: {json.dumps(split)}; {kpi.get('packets', '?')} packets.", ""]
-    lines += ["| task | accuracy | macro-F1 | packets |", "|---|---:|---:|---:|"]
-    for t, v in kpi.get("per_task", {}).items():
-        lines.append(f"| {t} | {v['accuracy']:.4f} | {v['macro_f1']:.4f} | {v['support']} |")
+    lines += _accuracy_table(kpi)
     res = kpi.get("resources")
     if res:
         lines += [
