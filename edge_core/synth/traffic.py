@@ -9,8 +9,8 @@ Where the numbers come from:
 
 * Label mix: Tables 4 and 5 of Goez et al. 2024 (`000_b643e4d5031e6ce2.txt`). Table 4 gives the
   PHY x frame-type counts of the 466,348 packets; Table 5 the application counts of the data
-  frames (95,306 packets). The 44,919 data frames of Table 4 not covered by Table 5 carry no
-  (known) application: they become `app = none` data frames.
+  frames (95,306 packets; its No-App class is management and control frames only, so data
+  frames always carry an application).
 * Frame lengths: IEEE 802.11-2016 clause 9. Control frames have fixed lengths (ACK/CTS 14 B,
   RTS 20 B, BlockAckReq 24 B, compressed BlockAck 32 B, all with FCS). A protected QoS data
   MPDU adds 26 B MAC header + 8 B CCMP header + 8 B MIC + 4 B FCS + 8 B LLC/SNAP = 54 B to its
@@ -48,7 +48,8 @@ TABLE4_PHY_BY_FRAME: dict[str, dict[str, int]] = {
     "ctrl": {"802.11b": 5340, "802.11g": 245627, "802.11n": 0},
     "data": {"802.11b": 5030, "802.11g": 337, "802.11n": 134858},
 }
-# Table 5 applications, plus Table 4's data frames that carry none of them.
+# Table 5: the applications of the 95,306 data frames. Its No-App class (45,359) is management
+# (14,805) and control (30,554) frames only: no data frame is labelled `none`.
 TABLE5_APPS_OF_DATA: dict[str, int] = {
     "spotify": 13822,
     "tunein": 10229,
@@ -56,8 +57,8 @@ TABLE5_APPS_OF_DATA: dict[str, int] = {
     "youtube": 16671,
     "netflix": 18268,
     "twitch": 21314,
-    "none": 140225 - 95306,
 }
+TABLE5_NO_APP_BY_FRAME: dict[str, int] = {"mgmt": 14805, "ctrl": 30554, "data": 0}
 
 MAC_OVERHEAD_BYTES = 54  # QoS data header 26 + CCMP 8 + MIC 8 + FCS 4 + LLC/SNAP 8
 CONTROL_FRAME_BYTES = {"ack": 14, "cts": 14, "rts": 20, "block_ack_req": 24, "block_ack": 32}
@@ -299,3 +300,105 @@ def sample_spec(
         rng.choice(["beacon", "probe_req", "probe_resp", "action"], p=[0.6, 0.2, 0.15, 0.05])
     )
     return mgmt_spec(phy, subtype, snr_db, rng, bss)
+
+
+# --- Application profiles for capture sessions (edge_core/synth/sessions.py) -------------------
+#
+# Every figure below names its source; "assumption" marks the ones we chose without a source.
+#
+# Transport (IP-layer sizes):
+# * TCP: MSS 1460 B on a 1500 B Ethernet path; with the timestamps option (Linux and the CDNs
+#   default) a full segment carries 1448 B of payload in a 1500 B IP packet, and a pure ACK is
+#   20 IP + 20 TCP + 12 options = 52 B (RFC 7323). Receivers ACK every second full segment
+#   (delayed ACK, RFC 1122 4.2.3.2 / RFC 5681 4.2) and at once on a pushed last segment (Linux
+#   quick-ack). Initial window 10 segments (RFC 6928); after an idle period the window restarts
+#   (RFC 2861, Linux tcp_slow_start_after_idle = 1).
+# * QUIC (YouTube): Google QUIC caps packets at 1350 B of UDP payload (Langley et al., "The QUIC
+#   Transport Protocol: Design and Internet-Scale Deployment", SIGCOMM 2017), so 1378 B IP; about
+#   30 B of that is QUIC header and AEAD tag (assumption). The receiver ACKs every second
+#   ack-eliciting packet (RFC 9000 13.2.2) and, after the first 100 packets of a connection, every
+#   tenth (Chromium's ACK decimation, the "ack frequency" default of its QUIC stack; figure from
+#   the Chromium source, not a paper). A QUIC ACK packet is 60-80 B IP (short header, ACK frame,
+#   16 B tag: assumption from the header layout of RFC 9000 17.3).
+#
+# Media delivery:
+# * Spotify: Ogg Vorbis at 96, 160 or 320 kbit/s (Spotify's published "normal/high/very high"
+#   quality settings). Tracks are fetched over TCP ahead of playback and the next track is
+#   prefetched about 30 s before the current one ends (Kreitz and Niemela, "Spotify - Large
+#   Scale, Low Latency, P2P Music-on-Demand Streaming", IEEE P2P 2010); one track is then one
+#   burst. Track length 180-240 s (assumption).
+# * TuneIn: continuous Icecast/SHOUTcast radio streams, MP3/AAC at 64-320 kbit/s (the bitrates
+#   TuneIn's directory lists for its stations); the server writes the stream as it arrives, in
+#   blocks of about 4 kB (assumption), after a 64 kB burst on connect (Icecast's default
+#   burst-size, 65,535 B, from the Icecast 2 documentation).
+# * Google Podcasts: MP3 episodes at 64-128 kbit/s (assumption: common podcast encodings), fetched
+#   with HTTP either as a whole-episode download at the path's rate or streamed by ExoPlayer,
+#   which keeps a 50 s buffer (DefaultLoadControl min = max = 50 s in ExoPlayer 2.9+, from its
+#   source) and loads in 64 kB allocations (C.DEFAULT_BUFFER_SEGMENT_SIZE).
+# * YouTube: DASH over QUIC. Video itags 160/133/134/135/136/137 (144p-1080p H.264) average about
+#   0.11/0.25/0.64/1.15/2.3/4.4 Mbit/s (assumption: figures from YouTube's DASH manifests), plus
+#   audio itag 140 (AAC 128 kbit/s). Short ON-OFF cycles once the buffer is full (Rao et al.,
+#   "Network Characteristics of Video Streaming Traffic", CoNEXT 2011); 5 s segments and a 60 s
+#   readahead (assumption).
+# * Netflix: DASH over TCP, the fixed ladder 235-5800 kbit/s of Netflix's encoding (Aaron et al.,
+#   "Per-Title Encode Optimization", Netflix Technology Blog 2015); 4 s chunks fetched in ON-OFF
+#   cycles once a buffer of about 240 s is full (Huang et al., "Confused, Timid, and Unstable:
+#   Picking a Video Streaming Rate is Hard", IMC 2012).
+# * Twitch: live HLS over TCP, 2 s segments and a playlist refresh per segment (Deng et al.,
+#   "Behind the Game: Exploring the Twitch Streaming Platform", NetGames 2015, for HLS; 2 s is
+#   Twitch's low-latency segment duration: assumption), renditions 160p-1080p60 at
+#   0.23-6 Mbit/s (6 Mbit/s is Twitch's ingest cap in its broadcast guidelines).
+# Everything is best-effort traffic (TID 0): none of these services marks its packets, and the
+#   phone's Wi-Fi stack maps unmarked packets to AC_BE (IEEE 802.11-2016 10.2.4.2).
+
+TransportKind = Literal["tcp", "quic"]
+DeliveryKind = Literal["track", "continuous", "podcast", "buffered", "live"]
+
+TCP_FULL_IP_BYTES = 1500
+TCP_PAYLOAD_BYTES = 1448
+TCP_ACK_IP_BYTES = 52
+QUIC_FULL_IP_BYTES = 1378  # 1350 B UDP payload + 8 UDP + 20 IP
+QUIC_PAYLOAD_BYTES = 1320  # after ~30 B of short header and AEAD tag (assumption)
+QUIC_ACK_IP_BYTES = (60, 80)
+
+
+@dataclass(frozen=True)
+class AppProfile:
+    """How one application moves media over the phone's link (sources in the comment above)."""
+
+    transport: TransportKind
+    delivery: DeliveryKind
+    bitrates_kbps: tuple[float, ...]  # the ladder the player picks from (media bitrate)
+    segment_seconds: float  # media per fetched segment / chunk (0: not segmented)
+    buffer_seconds: float  # readahead the player keeps before it pauses fetching
+    request_ip_bytes: tuple[int, int]  # the phone's HTTP request packet (assumption: TLS GET)
+    tid: int = 0
+
+
+APP_PROFILES: dict[str, AppProfile] = {
+    "spotify": AppProfile("tcp", "track", (96.0, 160.0, 320.0), 0.0, 30.0, (400, 900)),
+    "tunein": AppProfile(
+        "tcp", "continuous", (64.0, 96.0, 128.0, 192.0, 256.0, 320.0), 0.0, 0.0, (300, 600)
+    ),
+    "gpodcast": AppProfile("tcp", "podcast", (64.0, 96.0, 128.0), 0.0, 50.0, (300, 700)),
+    "youtube": AppProfile(
+        "quic", "buffered", (238.0, 378.0, 768.0, 1278.0, 2428.0, 4528.0), 5.0, 60.0, (200, 600)
+    ),
+    "netflix": AppProfile(
+        "tcp",
+        "buffered",
+        (235.0, 375.0, 560.0, 750.0, 1050.0, 1750.0, 2350.0, 3000.0, 4300.0, 5800.0),
+        4.0,
+        240.0,
+        (400, 900),
+    ),
+    "twitch": AppProfile(
+        "tcp", "live", (230.0, 630.0, 1400.0, 2500.0, 3500.0, 6000.0), 2.0, 6.0, (300, 700)
+    ),
+}
+
+# IEEE 802.11-2016: HT A-MPDU limits (Block Ack window 64, maximum A-MPDU length exponent 3 =
+# 65,535 B, and an HT-mixed PPDU lasts at most aPPDUMaxTime = 5.484 ms, L-SIG LENGTH <= 4095).
+AMPDU_MAX_SUBFRAMES = 64
+AMPDU_MAX_BYTES = 65_535
+PPDU_MAX_US = 5484.0
