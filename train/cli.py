@@ -690,7 +690,15 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     if (out / "history.json").exists():
         raise FileExistsError(f"{out} already holds a training run; choose another --out")
     split_by = _split_by(args.data, args.split_by)
-    data = _load_split(trainer, args.data, args.split, args.split_seed, split_by)
+    try:
+        data = _load_split(trainer, args.data, args.split, args.split_seed, split_by)
+    except ValueError as exc:
+        if args.split_by is not None or split_by != "session":
+            raise
+        # the default on a dataset too small for whole sessions: said, and recorded as "random"
+        print(f"warning: {exc}; splitting by random packets instead", file=sys.stderr)
+        split_by = "random"
+        data = _load_split(trainer, args.data, args.split, args.split_seed, split_by)
     from train.checkpoint import ModelSpec
 
     spec = ModelSpec(args.model, _fit_spec_kwargs(args, data.dataset.length, classes))
