@@ -120,6 +120,14 @@ def load_onnxruntime(bundle: Bundle, config: OnnxRuntimeConfig) -> OnnxRuntimeEn
     options.intra_op_num_threads = config.threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    max_batch, fixed = batch_limits(model.input, config.max_batch)
+    if not fixed:
+        # A memory pattern is planned per input shape and, from a shape's second run on, taken
+        # from the CPU arena as one block: with a dynamic batch axis the first backlog after the
+        # warm-up (a second batch of more than ~16 packets) made the arena map a second 32 MiB
+        # region that it keeps, a 25 MiB RSS step (issue 17, docs/operations.md). Without the
+        # patterns the arena's first region serves every batch size; no slower on CPU.
+        options.enable_mem_pattern = False
     if not config.spin:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
@@ -149,7 +157,6 @@ def load_onnxruntime(bundle: Bundle, config: OnnxRuntimeConfig) -> OnnxRuntimeEn
         check_tensor(
             where, f"task {task!r} output", spec, found.shape, _ORT_TYPES.get(found.type, "?")
         )
-    max_batch, fixed = batch_limits(model.input, config.max_batch)
     spec_in = InputSpec(
         model.input.name, layout, model.input.shape, model.input.dtype, max_batch, fixed
     )

@@ -9,8 +9,12 @@ publishes. Every `--interval` seconds the soak reads the process's resident set
 (`/proc/PID/status` VmRSS), its threads (`/proc/PID/task`) and open files, and the daemon's
 /metrics. Then SIGTERM, and the checks:
 
-* `rss_growth`: RSS at the end (median of the last fifth of the samples) over RSS after the
-  warm-up (median of the first fifth after `--warmup-s`) is below `--max-rss-growth` (5 %);
+* `rss_growth`: the steady state does not leak: the least-squares slope of RSS over the second
+  half of the run (the samples from half the run's length on, after `--warmup-s`, and after the
+  daemon's bounded histories are full: `--history-packets` detected) is at most
+  `--max-rss-slope` MiB per hour (`rss_slope_mib_per_hour`, `slope_limit_mib_per_hour`). The
+  growth after the warm-up (median of the last fifth of the samples over the median of the first
+  fifth) is reported beside it, and checked too only when `--max-rss-growth` is given;
 * `threads_alive`: the thread count never fell below its value after the warm-up, the process
   ran until it was stopped, exited 0, and logged no failed thread;
 * `counts_add_up`: at the end detected = classified + failed + dropped (the daemon's last log
@@ -18,9 +22,15 @@ publishes. Every `--interval` seconds the soak reads the process's resident set
 * `fds_flat`: the number of open file descriptors did not grow after the warm-up.
 
 `rss_growth` also reports the largest rise between two samples (and when) and the growth over
-the second half of the run: a leak climbs steadily, an allocator that grows once (ONNX Runtime's
-CPU arena the first time a backlog makes large batches of new sizes: about 30 MB for
-models/default) steps and stays. Either way the check fails above the limit.
+the second half of the run. A leak climbs steadily; memory that grows once (an allocator
+meeting its first backlog) steps and stays, and a step before the second half does not move the
+slope. That is why the slope is the check and the growth only a figure: the growth check failed
+the 60 s CI soak by chance whenever a busy machine made the first backlog after the warm-up
+(issue 17; the 25 MiB step it found, ONNX Runtime's memory patterns, is now gone, see
+`engines/onnxruntime.py` and docs/operations.md). The window bounds what the slope can tell: a
+one-off step of h MiB in the middle of a window of T s reads as about 1.5 h / T MiB/s, so a short
+run needs a looser limit (the 60 s test: 30 s window, 600 MiB/h) than the 10-minute soak (5 min
+window, the default 60 MiB/h).
 
 Writes everything (settings, machine, samples, summary, checks) as JSON; exits 0 when every
 check passed, 1 otherwise.
@@ -51,7 +61,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edge_core.schema import TASK_NAMES  # noqa: E402
+from edge_daemon.pipeline import RECENT_LATENCIES  # noqa: E402
 from edge_daemon.publisher import Subscriber  # noqa: E402
+from edge_daemon.sources.synthetic import TRUTH_KEPT  # noqa: E402
+
+HISTORY_PACKETS = max(TRUTH_KEPT, RECENT_LATENCIES)
+"""Packets until the daemon's bounded histories are full (the live source keeps the truth of
+its latest TRUTH_KEPT packets, the daemon its latest RECENT_LATENCIES latencies): RSS climbs
+about 0.6 KiB a packet until then, which is no leak."""
 
 STOPPED = re.compile(r"stopped: detected (\d+), classified (\d+), failed (\d+), dropped (\{.*\})")
 
@@ -192,6 +209,24 @@ def rss_shape(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def rss_slope(samples: Sequence[dict[str, Any]], start_s: float) -> dict[str, Any]:
+    """Least-squares slope of RSS in MiB per hour over the samples taken at `start_s` or later
+    (None with fewer than 3 of them or no time between them)."""
+    window = [s for s in samples if s["t_s"] >= start_s]
+    t = [float(s["t_s"]) for s in window]
+    mib = [s["rss_bytes"] / 2**20 for s in window]
+    slope = None
+    if len(window) >= 3 and t[-1] > t[0]:
+        t_mean, m_mean = statistics.fmean(t), statistics.fmean(mib)
+        var = sum((x - t_mean) ** 2 for x in t)
+        slope = sum((x - t_mean) * (y - m_mean) for x, y in zip(t, mib, strict=True)) / var * 3600
+    return {
+        "rss_slope_mib_per_hour": None if slope is None else round(slope, 1),
+        "slope_from_s": round(start_s, 2),
+        "slope_samples": len(window),
+    }
+
+
 def soak(args: argparse.Namespace) -> dict[str, Any]:
     duration_s = args.minutes * 60
     warmup_s = args.warmup_s if args.warmup_s is not None else min(60.0, 0.2 * duration_s)
@@ -273,13 +308,29 @@ def summarize(args, samples, warmup_s, log, returncode, ran_until_stopped, final
         base = median_of([s["rss_bytes"] for s in after[:fifth]])
         end = median_of([s["rss_bytes"] for s in after[-fifth:]])
         growth = end / base - 1
+        # the second half of the run, after the warm-up and once the bounded histories are full
+        full_at = next((s["t_s"] for s in samples if s["detected"] >= args.history_packets), None)
+        start = max(warmup_s, samples[-1]["t_s"] / 2, full_at if full_at is not None else 0.0)
+        steady = rss_slope(after if full_at is not None else [], start)
+        steady["history_full_at_s"] = full_at
+        slope = steady["rss_slope_mib_per_hour"]
         checks["rss_growth"] = {
-            "passed": growth < args.max_rss_growth, "growth": round(growth, 4),
+            "passed": slope is not None and slope <= args.max_rss_slope
+            and (args.max_rss_growth is None or growth < args.max_rss_growth),
+            "growth": round(growth, 4),
             "baseline_mib": round(base / 2**20, 1), "end_mib": round(end / 2**20, 1),
             "max_mib": round(max(s["rss_bytes"] for s in after) / 2**20, 1),
             "limit": args.max_rss_growth,
+            **steady,
+            "slope_limit_mib_per_hour": args.max_rss_slope,
             **rss_shape(after),
         }  # fmt: skip
+        if slope is None:
+            checks["rss_growth"]["why"] = (
+                f"no steady state to judge: {steady['slope_samples']} samples after "
+                f"{steady['slope_from_s']} s; the histories fill at {args.history_packets} "
+                f"packets, reached at {full_at} s"
+            )
         threads_base = after[0]["threads"]
         fewest = min(s["threads"] for s in after)
         checks["threads_alive"] = {
@@ -349,7 +400,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--bundle", default=str(ROOT / "models" / "default"))
     parser.add_argument("--traffic-scale", type=float, default=1.0)
     parser.add_argument("--engine-threads", type=int, default=1)
-    parser.add_argument("--max-rss-growth", type=float, default=0.05)
+    parser.add_argument(
+        "--max-rss-slope", type=float, default=60.0, metavar="MIB_PER_HOUR",
+        help="limit on the RSS slope over the second half of the run (default %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--max-rss-growth", type=float, default=None,
+        help="also check the RSS growth after the warm-up against this fraction (default: "
+        "reported, not checked: a one-off step is no leak)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--history-packets", type=int, default=HISTORY_PACKETS,
+        help="the slope window starts once this many packets were detected (default "
+        "%(default)s: the daemon's bounded histories are full)",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=ROOT / "out" / "soak.json")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
