@@ -31,7 +31,9 @@ def synthesize(
     if spec.phy == "802.11g":
         x = ofdm.legacy_ppdu(psdu, int(spec.rate), rng)
     else:
-        x = ofdm.ht_ppdu(psdu, int(spec.rate), rng, short_gi=spec.short_gi)
+        # HT-SIG Aggregation is 1 only when the PSDU is an A-MPDU (19.3.9.4.3).
+        aggregated = bool(spec.mpdu_lengths)
+        x = ofdm.ht_ppdu(psdu, int(spec.rate), rng, short_gi=spec.short_gi, aggregation=aggregated)
     return x if max_samples is None else x[:max_samples]
 
 
