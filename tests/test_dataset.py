@@ -6,15 +6,29 @@ import pytest
 
 from edge_core import schema
 from edge_core.cli import main
-from edge_core.synth import dataset
+from edge_core.synth import dataset, traffic
 from edge_core.synth.dataset import read_labels, write_dataset
+from edge_core.synth.traffic import TrafficMix
 
-N = dataset.CHUNK_PACKETS + 88  # more than one chunk, the last one partial
+CHUNK = 400  # small chunks keep the tests fast; the default is dataset.CHUNK_PACKETS
+N = CHUNK + 88  # more than one chunk, the last one partial
+
+
+@pytest.fixture(autouse=True, scope="module")
+def small_chunks():
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(dataset, "CHUNK_PACKETS", CHUNK)
+        yield
 
 
 @pytest.fixture(scope="module")
-def ds_dir(tmp_path_factory):
+def ds_dir(tmp_path_factory, small_chunks):
     return write_dataset(tmp_path_factory.mktemp("ds") / "a", N, seed=7, workers=2, progress=False)
+
+
+def _packets(ds_dir):
+    with open(ds_dir / "packets.csv", newline="") as f:
+        return list(csv.DictReader(f))
 
 
 def test_layout_is_memory_mappable_float32_n_2_3000(ds_dir):
@@ -37,6 +51,54 @@ def test_labels_obey_the_dataset_rules(ds_dir):
     for r in rows:
         schema.check_labels(r["phy"], r["frame"], r["app_type"], r["app"])
         assert 5.0 <= float(r["snr_db"]) <= 30.0
+        # Table 5: No-App is management and control frames; every data frame has its app.
+        assert (r["app"] == "none") == (r["frame"] != "data")
+
+
+def test_packets_come_from_sessions_with_what_a_receiver_decodes(ds_dir):
+    rows, labels = _packets(ds_dir), read_labels(ds_dir)
+    assert tuple(rows[0]) == dataset.PACKET_COLUMNS
+    meta = json.loads((ds_dir / "dataset.json").read_text())
+    sessions = {int(r["session"]) for r in rows}
+    assert meta["sessions"] == len(sessions) >= 6  # one per application at least
+    assert meta["generator_model"] == "sessions-1"
+    # One session, one application.
+    app_of = {}
+    for r, lab in zip(rows, labels, strict=True):
+        if lab["frame"] == "data":
+            assert app_of.setdefault(r["session"], lab["app"]) == lab["app"]
+    for r, lab in zip(rows, labels, strict=True):
+        n_mpdu, aggregated = int(r["n_mpdu"]), int(r["aggregated"])
+        assert aggregated == (n_mpdu > 1)
+        assert not aggregated or (lab["phy"] == "802.11n" and lab["frame"] == "data")
+        assert float(r["duration_us"]) * 20 >= int(r["n_samples"]) - 32
+        assert abs(int(r["rx_power_db"]) - (-95 + float(lab["snr_db"]))) <= 0.51
+        assert abs(float(r["cfo_hz_est"]) - float(r["cfo_hz"])) < 20e3
+        assert r["uplink"] in {"0", "1"} and r["tid"] == "0"
+    # The same transmitter keeps its CFO through a session (a fingerprint, not a per-packet draw).
+    by_tx = {}
+    for r in rows:
+        by_tx.setdefault((r["session"], r["uplink"], r["subtype"] == "beacon"), set()).add(
+            r["cfo_hz"]
+        )
+    assert sum(len(v) == 1 for v in by_tx.values()) > len(by_tx) // 2
+
+
+def test_label_mix_follows_tables_4_and_5(ds_dir):
+    rows = read_labels(ds_dir)
+    n = len(rows)
+    total4 = sum(sum(r.values()) for r in traffic.TABLE4_PHY_BY_FRAME.values())
+    for frame, row in traffic.TABLE4_PHY_BY_FRAME.items():
+        for phy, count in row.items():
+            got = sum(r["phy"] == phy and r["frame"] == frame for r in rows) / n
+            expected = count / total4
+            assert abs(got - expected) < 4 * np.sqrt(expected / n) + 2e-3, (phy, frame, got)
+    data = [r for r in rows if r["frame"] == "data"]
+    total5 = sum(traffic.TABLE5_APPS_OF_DATA.values())
+    for app, count in traffic.TABLE5_APPS_OF_DATA.items():
+        got = sum(r["app"] == app for r in data) / len(data)
+        expected = count / total5
+        assert abs(got - expected) < 4 * np.sqrt(expected / len(data)) + 1e-2, (app, got)
 
 
 def test_post_padding_with_zeros_and_post_truncation(ds_dir):
@@ -60,6 +122,14 @@ def test_content_depends_on_seed_not_on_workers(ds_dir, tmp_path):
     assert (ds_dir / "labels.csv").read_bytes() == (again / "labels.csv").read_bytes()
     other = write_dataset(tmp_path / "c", 16, seed=8, workers=1, progress=False)
     assert not np.array_equal(np.load(ds_dir / "iq.npy")[:16], np.load(other / "iq.npy"))
+
+
+def test_a_mix_sessions_cannot_fill_is_refused(tmp_path):
+    only_unknown_data = TrafficMix(
+        phy_by_frame={"mgmt": {}, "ctrl": {}, "data": {"802.11n": 1.0}}, apps_of_data={"none": 1.0}
+    )
+    with pytest.raises(ValueError, match="cells that capture sessions do not produce"):
+        write_dataset(tmp_path / "d", 8, seed=1, mix=only_unknown_data, workers=1, progress=False)
 
 
 def test_refuses_to_overwrite_a_dataset(ds_dir):

@@ -41,14 +41,14 @@ from edge_core.synth.impairments import Draw, Impairments, impair_packet
 from edge_core.synth.sessions import (
     MODEL_VERSION,
     NOISE_FLOOR_DBM,
+    Capture,
     Frame,
-    SessionParams,
     draw_session,
     simulate_session,
 )
 from edge_core.synth.traffic import APP_PROFILES, TrafficMix
 
-CHUNK_PACKETS = 1024
+CHUNK_PACKETS = 2048
 MAX_SESSIONS_PER_APP = 24  # per chunk, while looking for the app's frames (Spotify bursts rarely)
 SESSION_STRIDE = 10_000  # session ids: chunk * SESSION_STRIDE + index in the chunk
 SESSION_SECONDS = (4.0, 12.0)  # the simulated stretch of each capture session (assumption)
@@ -109,16 +109,14 @@ def _cfo_estimate(spec_phy: str, cfo_hz: float, snr_db: float, rng: np.random.Ge
     return cfo_hz + float(rng.normal(0.0, sigma))
 
 
-def _session_frames(
-    rng: np.random.Generator, app: str, session: int, imp: Impairments
-) -> tuple[SessionParams, list[Frame]]:
+def _session_frames(rng: np.random.Generator, app: str, session: int, imp: Impairments) -> Capture:
     params = draw_session(
         rng, app, session, snr_range_db=imp.snr_db, cfo_hz_max=imp.cfo_hz_max,
         rms_delay_spread_ns=imp.rms_delay_spread_ns,
         iq_amplitude_db_max=imp.iq_amplitude_imbalance_db_max,
         iq_phase_deg_max=imp.iq_phase_imbalance_deg_max, duration_s=SESSION_SECONDS,
     )  # fmt: skip
-    return params, simulate_session(params, rng)
+    return simulate_session(params, rng)
 
 
 def _make_chunk(args: tuple[int, int, int, TrafficMix, Impairments]) -> _Chunk:
@@ -144,17 +142,15 @@ def _make_chunk(args: tuple[int, int, int, TrafficMix, Impairments]) -> _Chunk:
         )
     )
     pools: dict[Cell, list[tuple[int, Frame]]] = {c: [] for c in cells}
-    sessions: list[SessionParams] = []
+    sessions: list[Capture] = []
 
     def add_session(app: str) -> None:
-        params, frames = _session_frames(
-            rng, app, chunk_index * SESSION_STRIDE + len(sessions), imp
-        )
-        for f in frames:
+        capture = _session_frames(rng, app, chunk_index * SESSION_STRIDE + len(sessions), imp)
+        for f in capture.frames:
             key = (f.spec.phy, f.spec.frame, f.spec.app)
             if key in pools:
                 pools[key].append((len(sessions), f))
-        sessions.append(params)
+        sessions.append(capture)
 
     def short(pred: Any) -> bool:
         return any(len(pools[c]) < quota[c] for c in cells if pred(c))
@@ -185,14 +181,14 @@ def _make_chunk(args: tuple[int, int, int, TrafficMix, Impairments]) -> _Chunk:
     details: list[list[Any]] = []
     lo_off, hi_off = imp.timing_offset_samples
     for i, (si, f) in enumerate(chosen):
-        s, radio = f.spec, sessions[si].radios[f.tx]
+        s, radio = f.spec, sessions[si].params.radios[f.tx]
         d = Draw(
             snr_db=f.snr_db, cfo_hz=radio.cfo_hz, rms_delay_spread_ns=radio.rms_delay_spread_ns,
             timing_offset_samples=int(rng.integers(lo_off, hi_off + 1)),
             gain_db=float(rng.uniform(*imp.gain_db)), iq_amplitude_db=radio.iq_amplitude_db,
             iq_phase_deg=radio.iq_phase_deg,
         )  # fmt: skip
-        clean = synthesize(s, rng, max_samples=INPUT_LENGTH)
+        clean = synthesize(s, rng, max_samples=INPUT_LENGTH, bss=sessions[si].bss[f.bss])
         y = impair_packet(clean, d, rng, INPUT_LENGTH)
         iq[i, 0, : y.size] = y.real
         iq[i, 1, : y.size] = y.imag

@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edge_core.synth.mac import Bss
 from edge_core.synth.traffic import (
     AMPDU_MAX_BYTES,
     AMPDU_MAX_SUBFRAMES,
@@ -70,6 +71,8 @@ CARRIER_HZ = 2.437e9  # channel 6
 SIFS_US, DIFS_US, SLOT_US = 16.0, 34.0, 9.0
 BEACON_INTERVAL_US = 102_400.0  # 100 TU
 NOISE_FLOOR_DBM = -95.0  # monitor's noise in 20 MHz (assumption: -174 + 73 dB + 6 dB NF)
+AP_QUEUE_LIMIT = 128  # packets per station queue: two full A-MPDUs (assumption; mac80211's
+# fq_codel keeps a 5-20 ms standing queue, 17-67 full-size packets at 40 Mbit/s)
 AP, PHONE = 0, 1  # transmitter indices; neighbour APs are 2, 3, ...
 
 # (phy, rate or MCS, short GI, Mbit/s, SNR for 90% delivery of a 1500 B frame in AWGN). The
@@ -124,10 +127,11 @@ def airtime_us(
     return 36.0 + (3.6 if short_gi else 4.0) * n_sym
 
 
-def delivery_probability(snr_db: float | np.ndarray, rate_index: int) -> float | np.ndarray:
-    need = RATE_TABLE[rate_index][4]
-    center = need - math.log(9.0) / _PER_SLOPE  # 90% delivered at `need`
-    return 1.0 / (1.0 + np.exp(-_PER_SLOPE * (np.asarray(snr_db) - center)))
+def delivery_probability(snr_db: float, rate_index: int) -> float:
+    """Chance that one MPDU at rate `rate_index` gets through a link at `snr_db`."""
+    center = RATE_TABLE[rate_index][4] - math.log(9.0) / _PER_SLOPE  # 90% delivered at `need`
+    x = -_PER_SLOPE * (snr_db - center)
+    return 0.0 if x > 700 else 1.0 / (1.0 + math.exp(x))
 
 
 class MinstrelHT:
@@ -144,6 +148,15 @@ class MinstrelHT:
         self.success = np.zeros(len(RATE_TABLE))
         self.next_update_us = 100_000.0
         self.sample_share = sample_share
+        self.seen = np.zeros(len(RATE_TABLE), dtype=bool)
+        # Rates of one PHY in the order of the SNR they need: a rate not tried yet is assumed
+        # no better than a tried one that needs less SNR (minstrel_ht gets there by sampling).
+        self._ladders = [
+            sorted(
+                (i for i, r in enumerate(RATE_TABLE) if r[0] == phy), key=lambda i: RATE_TABLE[i][4]
+            )
+            for phy in ("802.11b", "802.11g", "802.11n")
+        ]
         self.best = self._best()
 
     def _best(self) -> int:
@@ -162,9 +175,16 @@ class MinstrelHT:
         self.success[rate_index] += successes
         if t_us >= self.next_update_us:
             seen = self.attempts > 0
-            self.prob[seen] = (
-                0.75 * self.prob[seen] + 0.25 * self.success[seen] / self.attempts[seen]
-            )
+            measured = self.success[seen] / self.attempts[seen]
+            # EWMA with 75% weight on the past; a rate's first measurement replaces the prior.
+            first = ~self.seen[seen]
+            self.prob[seen] = np.where(first, measured, 0.75 * self.prob[seen] + 0.25 * measured)
+            self.seen |= seen
+            for ladder in self._ladders:
+                cap = 1.0
+                for i in ladder:
+                    self.prob[i] = min(self.prob[i], cap)
+                    cap = self.prob[i] if self.seen[i] else cap
             self.attempts[:] = 0
             self.success[:] = 0
             self.best = self._best()
@@ -274,6 +294,16 @@ class Frame:
     snr_db: float  # at the monitor
     duration_us: float
     n_mpdu: int = 1
+    bss: int = 0  # index into Capture.bss: 0 the session's BSS, k >= 1 neighbour AP k
+
+
+@dataclass
+class Capture:
+    """A simulated session: its parameters, its frames in time order, and the BSSs they use."""
+
+    params: SessionParams
+    frames: list[Frame]
+    bss: list[Bss]  # [the session's BSS (AP + the phone as station 0), neighbour BSSs...]
 
 
 @dataclass
@@ -296,10 +326,7 @@ class _Transport:
         self.payload = QUIC_PAYLOAD_BYTES if self.quic else TCP_PAYLOAD_BYTES
         self.overhead = self.full_ip - self.payload
         self.rtt_us = p.rtt_ms * 1e3
-        # TCP settles below the WLAN's capacity (the AP queue would otherwise grow without
-        # bound): cap the path at 60% of the best HT rate the link supports (assumption).
-        ok = [r[3] for r in RATE_TABLE if r[0] == "802.11n" and r[4] <= p.link_snr_db]
-        self.rate_bps = min(p.path_mbps, 0.6 * max(ok or [6.5])) * 1e6
+        self.rate_bps = p.path_mbps * 1e6  # the upstream bottleneck paces the server's packets
         self.cwnd = 10
         self.idle_from_us = -1e12
         self.rng = rng
@@ -415,9 +442,15 @@ class _Fading:
         return float(self.x[row, min(int(t_us / 10_000.0), self.x.shape[1] - 1)])
 
 
-def simulate_session(p: SessionParams, rng: np.random.Generator) -> list[Frame]:
+def simulate_session(p: SessionParams, rng: np.random.Generator) -> Capture:
     """Every frame the monitor captures during session `p`, in time order."""
-    return _Session(p, rng).run()
+    sim = _Session(p, rng)
+    return Capture(p, sim.run(), sim.bss)
+
+
+def _drop_delivered(queue: list, ok: np.ndarray) -> list:
+    """The queue without the delivered head entries (`ok` covers the head that was sent)."""
+    return [q for q, got in zip(queue, ok, strict=False) if not got] + queue[ok.size :]
 
 
 class _Session:
@@ -427,6 +460,10 @@ class _Session:
         self.fading = _Fading(p, rng, len(p.radios))
         self.rc = {AP: MinstrelHT(rng, p.short_gi), PHONE: MinstrelHT(rng, p.short_gi)}
         self.frames: list[Frame] = []
+        # The phone is station 0 of the session's BSS; neighbour APs answer its probes.
+        self.bss = [Bss.random(rng) for _ in range(len(p.radios) - 1)]
+        for other in self.bss[1:]:
+            other.stations[0] = self.bss[0].stations[0]
         self.free_us = 0.0
         self.quic = self.profile.transport == "quic"
         self.acked_since = 0  # data packets received since the last transport ACK
@@ -435,7 +472,7 @@ class _Session:
     # -- helpers ------------------------------------------------------------------------------
     def snr(self, tx: int, t_us: float) -> float:
         lo, hi = self.p.snr_range_db
-        return float(np.clip(self.p.radios[tx].mean_snr_db + self.fading.at(tx, t_us), lo, hi))
+        return min(hi, max(lo, self.p.radios[tx].mean_snr_db + self.fading.at(tx, t_us)))
 
     def link_snr(self, t_us: float) -> float:
         return self.p.link_snr_db + self.fading.at(len(self.p.radios), t_us)
@@ -444,7 +481,8 @@ class _Session:
         dur = airtime_us(
             spec.phy, spec.length_bytes, spec.rate, spec.short_gi, spec.preamble == "short"
         )
-        self.frames.append(Frame(t_us, spec, tx, self.snr(tx, t_us), dur, n_mpdu))
+        bss = 0 if tx in (AP, PHONE) else tx - 1
+        self.frames.append(Frame(t_us, spec, tx, self.snr(tx, t_us), dur, n_mpdu, bss))
         return t_us + dur
 
     def access(self, t_us: float) -> float:
@@ -469,7 +507,7 @@ class _Session:
 
     def mgmt(self, subtype: str, tx: int, t_us: float) -> float:
         phy = "802.11g" if tx == PHONE and self.p.phone_ofdm_mgmt else "802.11b"
-        spec = mgmt_spec(phy, subtype, 30.0, self.rng)
+        spec = mgmt_spec(phy, subtype, 30.0, self.rng, self.bss[0 if tx in (AP, PHONE) else tx - 1])
         spec = PacketSpec(spec.phy, "mgmt", "none", subtype, spec.length_bytes, spec.rate,
                           spec.preamble, uplink=tx == PHONE, session=self.p.session)  # fmt: skip
         return self.emit(t_us, spec, tx)
@@ -486,22 +524,28 @@ class _Session:
         self.free_us = end
 
     # -- data ---------------------------------------------------------------------------------
-    def data_exchange(self, t_us: float, tx: int, ip_sizes: list[int]) -> int:
-        """Send up to what fits one PPDU from `ip_sizes`; returns how many were delivered."""
+    def data_exchange(self, t_us: float, tx: int, ip_sizes: list[int]) -> np.ndarray:
+        """Send the head of `ip_sizes` as one PPDU at `t_us`; which of them were delivered.
+
+        Lost MPDUs stay at the head of the queue and go again in the next PPDU (the monitor
+        sees them twice, as it sees real retransmissions)."""
         p, rng = self.p, self.rng
         uplink = tx == PHONE
         rc = self.rc[tx]
         idx = rc.pick()
         phy, rate, sgi, _, _ = RATE_TABLE[idx]
         t = t_us  # the caller has won the medium
-        lengths = [ip + MAC_OVERHEAD_BYTES for ip in ip_sizes]
+        lengths = [ip + MAC_OVERHEAD_BYTES for ip in ip_sizes[:AMPDU_MAX_SUBFRAMES]]
         if phy == "802.11n":
-            n = min(len(lengths), AMPDU_MAX_SUBFRAMES)
-            while n > 1 and (
-                ampdu_length(lengths[:n]) > AMPDU_MAX_BYTES
-                or airtime_us(phy, ampdu_length(lengths[:n]), rate, sgi) > PPDU_MAX_US
-            ):
-                n = max(1, n * 3 // 4) if n > 8 else n - 1
+            # Fill the A-MPDU in queue order up to 65,535 B and 5.484 ms (each subframe: 4 B
+            # delimiter, padded to 4 B but the last).
+            padded, n = 0, 0
+            for length in lengths:
+                size = padded + 4 + length
+                if n and (size > AMPDU_MAX_BYTES or airtime_us(phy, size, rate, sgi) > PPDU_MAX_US):
+                    break
+                padded += (4 + length + 3) // 4 * 4
+                n += 1
             lengths = lengths[:n]
         else:
             lengths = lengths[:1]  # non-HT PPDUs carry one MPDU
@@ -523,14 +567,13 @@ class _Session:
             t = self.emit(t, self.ctrl("cts", "802.11g", not uplink, 24.0), responder) + SIFS_US
         end = self.emit(t, spec, tx, len(lengths))
         ok = rng.random(len(lengths)) < delivery_probability(self.link_snr(t), idx)
-        delivered = int(ok.sum())
+        delivered = int(np.count_nonzero(ok))
         rc.report(t, idx, len(lengths), delivered)
         if delivered:
             subtype = "block_ack" if aggregated else "ack"
             end = self.emit(end + SIFS_US, self.ctrl(subtype, phy, not uplink, rate), responder)
         self.free_us = end
-        # Lost subframes are retransmitted first; in order delivery is not modelled further.
-        return delivered if ok.all() else int(np.argmin(ok))
+        return ok
 
     def transport_acks(self, n_received: int, push: bool) -> list[int]:
         """Uplink ACK packets for `n_received` new downlink data packets."""
@@ -601,19 +644,24 @@ class _Session:
                 while req_i < len(arr.requests) and arr.requests[req_i][0] <= up_ready:
                     phone_queue.append(arr.requests[req_i][1])
                     req_i += 1
-                sent = self.data_exchange(self.access(up_ready), PHONE, phone_queue)
-                del phone_queue[:sent]
+                ok = self.data_exchange(self.access(up_ready), PHONE, phone_queue)
+                phone_queue = _drop_delivered(phone_queue, ok)
                 phone_ready = self.free_us
                 continue
             t_start = self.access(ap_ready)
-            while down_i < n_down and arr.t_us[down_i] <= t_start:
+            # Above AP_QUEUE_LIMIT the sender waits (TCP backs off when the AP's queue, not the
+            # upstream path, is the bottleneck), so a saturated link sends full aggregates.
+            while (
+                down_i < n_down and arr.t_us[down_i] <= t_start and len(ap_queue) < AP_QUEUE_LIMIT
+            ):
                 ap_queue.append((arr.ip[down_i], arr.push[down_i]))
                 down_i += 1
-            delivered = self.data_exchange(t_start, AP, [ip for ip, _ in ap_queue])
+            ok = self.data_exchange(t_start, AP, [ip for ip, _ in ap_queue[:AMPDU_MAX_SUBFRAMES]])
+            delivered = int(ok.sum())
             if delivered:
-                push = any(pu for _, pu in ap_queue[:delivered])
+                push = any(pu for (_, pu), got in zip(ap_queue, ok, strict=False) if got)
                 acks = self.transport_acks(delivered, push)
-                del ap_queue[:delivered]
+                ap_queue = _drop_delivered(ap_queue, ok)
                 if acks:
                     if not phone_queue:
                         phone_ready = self.free_us
