@@ -214,15 +214,14 @@ def test_a_slow_engine_drops_from_the_full_queue_and_never_blocks_the_source(tin
         tiny_bundle.directory, batcher={"max_batch": 1, "queue_size": 8, "drop_policy": "newest"}
     )
     daemon = Daemon(config, engine_factory=factory)
-    started = time.monotonic()
     run_to_end(daemon)
     t = daemon.totals
+    # the source never waited for the engine: a put that blocked on the full queue would have
+    # dropped nothing (no wall-clock bound here: a busy machine slows both threads, issue 17)
     assert t.dropped["queue_full"] > 0 and t.classified > 0
     assert_counts_add_up(daemon)
     for task in ("phy", "app"):  # 20 ms per packet: every one over the 2 ms and 7 ms budgets
         assert value(daemon, "edgetc_max_exec_violations_total", task=task) == t.classified
-    # the source ran at its own pace: at 20 ms per packet the engine alone needs far longer
-    assert time.monotonic() - started < 0.02 * t.detected
 
 
 def test_stop_drains_within_the_deadline_and_counts_the_rest(tiny_bundle):

@@ -62,18 +62,19 @@ def publisher(request):
 def test_json_message_schema(publisher):
     with Subscriber(publisher.endpoint) as sub:
         sub.wait_connected()
-        latency = publisher.publish(item(7, age_s=0.002))
+        latency = publisher.publish(item(7, age_s=10.0))
         message = sub.recv(5.0)
     assert message is not None and message.topic == "all"
     p = message.payload
     assert set(p) == {"packet_id", "sample_start", "sample_end", "arrival_ns", "published_ns",
                       "latency_ms", "labels"}  # fmt: skip
     assert (p["packet_id"], p["sample_start"], p["sample_end"]) == (7, 7000, 10000)
-    assert 2.0 <= p["latency_ms"] < 1000 and latency == pytest.approx(
+    # an arrival 10 s old: the units show (ms, ns) with a minute of room for a busy machine
+    assert 10_000 <= p["latency_ms"] < 70_000 and latency == pytest.approx(
         p["latency_ms"] / 1e3, abs=1e-6
     )
-    assert 1.9e6 <= p["published_ns"] - p["arrival_ns"] < 1e9
-    assert abs(p["published_ns"] - time.time_ns()) < 5e9
+    assert 9.999e9 <= p["published_ns"] - p["arrival_ns"] < 70e9
+    assert abs(p["published_ns"] - time.time_ns()) < 60e9
     assert p["labels"]["phy"] == {
         "label": "802.11n",
         "index": 2,
@@ -115,9 +116,11 @@ def test_raw_frames_are_topic_then_payload(publisher):
     sub.setsockopt(zmq.SUBSCRIBE, b"tc.")
     sub.connect(publisher.endpoint)
     try:
-        time.sleep(0.3)
-        publisher.publish(item(5))
-        assert sub.poll(5000)
+        # PUB drops what it sends before the subscription arrives: send until one comes
+        deadline = time.monotonic() + 30
+        while not sub.poll(100):
+            assert time.monotonic() < deadline, "the SUB socket got nothing"
+            publisher.publish(item(5))
         frames = sub.recv_multipart()
     finally:
         sub.close(linger=0)
@@ -137,17 +140,14 @@ def test_a_subscriber_that_never_reads_does_not_block(publisher):
     try:
         with Subscriber(publisher.endpoint) as reader:
             reader.wait_connected()
-            started = time.monotonic()
-            for i in range(20_000):
+            for i in range(20_000):  # a blocking send would hang here (the suite's timeout)
                 publisher.publish(item(i))
-            elapsed = time.monotonic() - started
             # the reader still gets messages: the stalled one costs nothing
             assert reader.recv(5.0) is not None
     finally:
         stalled.close(linger=0)
         context.term()
-    assert len(publisher.sent) == 20_000
-    assert elapsed < 60  # never blocked (a blocking send would hang here forever)
+    assert len(publisher.sent) == 20_000  # every send returned: none blocked
 
 
 @pytest.mark.parametrize(
