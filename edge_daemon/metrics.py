@@ -104,6 +104,11 @@ class DaemonMetrics:
             "edgetc_source_dropped_samples", "Samples the source threw away", ["reason"],
             registry=r,
         )  # fmt: skip
+        self.source_dropped_messages = Counter(
+            "edgetc_source_dropped_messages", "Whole messages the source threw away "
+            "(malformed: odd_bytes, bad_frames, bad_tag_header, oversized)", ["reason"],
+            registry=r,
+        )  # fmt: skip
         self.source_reconnects = Counter(
             "edgetc_source_reconnects", "Times the source was closed and re-opened", registry=r
         )

@@ -86,14 +86,21 @@ class MetricsEvents:
         self._log = logger
         self._seen: set[str] = set()
 
-    def dropped(self, reason: str, samples: int) -> None:
+    def dropped(self, reason: str, samples: int, messages: int = 0, nbytes: int = 0) -> None:
         self._metrics.source_dropped_samples.labels(reason).inc(samples)
+        if messages:
+            self._metrics.source_dropped_messages.labels(reason).inc(messages)
         if reason not in self._seen:
             self._seen.add(reason)
+            what = f"{samples} samples"
+            if messages:
+                size = f"{nbytes}-byte message" if messages == 1 else f"{messages} messages"
+                what = f"a {size}, {samples} samples' worth,"
             self._log.warning(
-                "source dropped %d samples (%s); further drops are only counted in "
-                "edgetc_source_dropped_samples_total{reason=%r}",
-                samples, reason, reason,
+                "source dropped %s (%s); further drops are only counted in "
+                "edgetc_source_dropped_samples_total{reason=%r}%s",
+                what, reason, reason,
+                " and edgetc_source_dropped_messages_total" if messages else "",
             )  # fmt: skip
 
     def overflow(self) -> None:

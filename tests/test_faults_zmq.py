@@ -81,6 +81,7 @@ class Feed:
     sent_messages: int = 0
     sent_samples: int = 0  # the source's sample index of the next message's first sample
     starts: list[int] = field(default_factory=list)
+    ends: list[int] = field(default_factory=list)
 
     def send(self, payload: bytes | list[bytes], samples: int) -> None:
         if isinstance(payload, list):
@@ -105,7 +106,9 @@ class Feed:
         quiet_since = time.monotonic()
         while time.monotonic() - quiet_since < 0.3:
             if self.results.poll(50):
-                self.starts.append(json.loads(self.results.recv_multipart()[1])["sample_start"])
+                message = json.loads(self.results.recv_multipart()[1])
+                self.starts.append(message["sample_start"])
+                self.ends.append(message["sample_end"])
                 quiet_since = time.monotonic()
 
     def published_in(self, lo: int, hi: int) -> int:
@@ -219,3 +222,78 @@ def test_signal_without_packets_is_reported_blind_and_recovered(caplog):
     health.update(assembler, noise[:100], 1)  # a packet
     assert metrics.detector_blind._value.get() == 0
     assert "detector recovered" in caplog.text
+
+
+def test_no_published_packet_spans_nonfinite_samples():
+    good = traffic(0.12, seed=3)
+    with running() as feed:
+        first = feed.sent_samples
+        poisoned, bad_at = [], []
+        for chunk in good:
+            chunk = chunk.copy()
+            for j in range(0, chunk.size - 1000, 4000):  # a NaN or Inf every 200 us
+                chunk[j + 1000] = np.nan if (j // 4000) % 2 else np.inf
+                bad_at.append(first + j + 1000)
+            first += chunk.size
+            poisoned.append(chunk)
+        feed.send_iq(poisoned)
+        feed.send_iq(good[:2])
+        feed.settle()
+        assert feed.starts
+        d = feed.daemon
+        assert value(d, "edgetc_detector_skipped_samples_total", reason="nonfinite") == len(bad_at)
+        assert value(d, "edgetc_source_dropped_samples_total", reason="nonfinite") == len(bad_at)
+        assert value(d, "edgetc_detector_lost_bursts_total", reason="break") > 0
+        ends = feed.ends
+        bad = np.array(bad_at)
+        for start, end in zip(feed.starts, ends, strict=True):
+            inside = bad[(bad >= start) & (bad < end)]
+            assert inside.size == 0, f"packet [{start}, {end}) spans non-finite samples {inside}"
+
+
+@pytest.mark.parametrize("fill", ["zeros", "nan"])
+def test_a_long_run_of_zeros_or_nan_does_not_poison_the_noise_floor(fill):
+    good = traffic(0.12, seed=3)
+    run = np.zeros(16384, np.complex64) if fill == "zeros" else np.full(16384, np.nan, np.complex64)
+    with running() as feed:
+        clean = feed.send_iq(good)
+        for _ in range(4):
+            feed.send(run.tobytes(), run.size)
+        after = feed.send_iq(good)
+        feed.send_iq(good[:2])
+        feed.settle()
+        assert_recovers(feed, clean, after)
+        # not even the first 50 ms are lost: the floor did not move
+        reference, got = feed.published_in(*clean), feed.published_in(*after)
+        assert got >= 0.97 * reference, f"{got} packets after the {fill}, {reference} before"
+        floor = value(feed.daemon, "edgetc_detector_noise_floor_dbfs")
+        assert -60 < floor < -20, floor
+
+
+def test_every_malformed_message_is_counted_under_its_own_reason(caplog):
+    """A 5-byte message, [payload, key], [key, payload, 8 bytes], an oversized one: each is
+    one dropped message under its reason (samples alone would count some as 0), logged with
+    its size, and detection goes on."""
+    caplog.set_level(logging.INFO)
+    good = traffic(0.12, seed=3)
+    payload = good[0].tobytes()
+    with running({"max_message_bytes": 1 << 20}) as feed:
+        clean = feed.send_iq(good)
+        feed.send(b"\x01\x02\x03\x04\x05", 0)  # odd_bytes, less than one sample
+        feed.send([payload, b"iq"], good[0].size)  # frames swapped: the payload is not last
+        feed.send([b"iq", payload, b"\x00" * 8], good[0].size + 1)  # a third frame
+        feed.send(b"\x00" * ((1 << 20) + 8), ((1 << 20) + 8) // 8)  # over max_message_bytes
+        after = feed.send_iq(good)
+        feed.send_iq(good[:2])
+        feed.settle()
+        assert_recovers(feed, clean, after)
+        d = feed.daemon
+        for reason in ("odd_bytes", "bad_frames", "oversized"):
+            want = 2 if reason == "bad_frames" else 1
+            got = value(d, "edgetc_source_dropped_messages_total", reason=reason)
+            assert got == want, (reason, got)
+        assert value(d, "edgetc_source_dropped_samples_total", reason="bad_frames") == (
+            2 * good[0].size + 1
+        )
+    assert "dropped 0 samples" not in caplog.text
+    assert "dropped a 5-byte message, 0 samples' worth, (odd_bytes)" in caplog.text

@@ -70,8 +70,10 @@ class Chunk:
 class SourceEvents(Protocol):
     """What a source reports as it happens; the daemon turns it into metrics and log lines."""
 
-    def dropped(self, reason: str, samples: int) -> None:
-        """Samples (or a message's worth) thrown away; reason like 'odd_bytes', 'nonfinite'."""
+    def dropped(self, reason: str, samples: int, messages: int = 0, nbytes: int = 0) -> None:
+        """Samples (or a message's worth) thrown away; reason like 'odd_bytes', 'nonfinite'.
+        `messages`: whole messages dropped, `nbytes` their size (a message shorter than a
+        sample counts 0 samples but 1 message)."""
 
     def overflow(self) -> None:
         """The hardware or transport lost samples (SoapySDR SOAPY_SDR_OVERFLOW, a gap)."""
@@ -85,11 +87,14 @@ class NullEvents:
 
     def __init__(self) -> None:
         self.drops: dict[str, int] = {}
+        self.dropped_messages: dict[str, int] = {}
         self.overflows = 0
         self.reconnects = 0
 
-    def dropped(self, reason: str, samples: int) -> None:
+    def dropped(self, reason: str, samples: int, messages: int = 0, nbytes: int = 0) -> None:
         self.drops[reason] = self.drops.get(reason, 0) + samples
+        if messages:
+            self.dropped_messages[reason] = self.dropped_messages.get(reason, 0) + messages
 
     def overflow(self) -> None:
         self.overflows += 1

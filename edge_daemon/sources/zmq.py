@@ -11,14 +11,19 @@ messages the publisher dropped (a jump forward is counted as an overflow and the
 jumps with it).
 
 A message that cannot be used is dropped and counted through `SourceEvents.dropped` with a
-reason, never raised: "oversized" (more than `max_message_bytes`), "odd_bytes" (not a whole
-number of samples), "bad_tag_header" (pass_tags set and the header is missing or malformed).
-Its samples still advance the sample index and the next chunk is flagged `discontinuity`.
-Non-finite samples (NaN/Inf in I or Q) are zeroed in place of the message and counted as
-"nonfinite". ZeroMQ has no sequence numbers: without pass_tags a PUB socket's drops at its
-high-water mark cannot be seen. ZeroMQ reconnects on its own; a socket monitor watches the
-peer coming and going: each reconnection is reported through `SourceEvents.reconnected` and
-the next chunk is flagged `discontinuity`.
+reason (one message, and its bytes' worth of samples), never raised: "oversized" (more than
+`max_message_bytes`), "odd_bytes" (not a whole number of samples), "bad_frames" (not `[payload]`
+or `[key, payload]` with a key of at most `MAX_KEY_BYTES`: frames swapped, extra frames),
+"bad_tag_header" (pass_tags set and the header is missing or malformed). Its samples still
+advance the sample index and the next chunk is flagged `discontinuity`.
+
+Non-finite samples (NaN/Inf in I or Q) are counted as "nonfinite" and passed on as they are:
+the assembler ends the packet in progress at them and skips them (no packet spans them; zeroed
+here, they would have been cut into packets and dragged the noise floor down). ZeroMQ has no
+sequence numbers: without pass_tags a PUB socket's drops at its high-water mark cannot be seen.
+ZeroMQ reconnects on its own; a socket monitor watches the peer coming and going: each
+reconnection is reported through `SourceEvents.reconnected` and the next chunk is flagged
+`discontinuity`.
 """
 
 from __future__ import annotations
@@ -46,6 +51,9 @@ INSTALL = "pyzmq (pip install pyzmq; a core dependency of edge-tc)"
 
 FORMAT_ALIASES = {"cf32": "cf32_le", "ci16": "ci16_le"}
 """Short names for the little-endian formats GNU Radio items are on every common host."""
+
+MAX_KEY_BYTES = 255
+"""The longest first frame taken as a gr-zeromq sink `key` of a `[key, payload]` message."""
 
 JOIN_SAMPLES = 65536
 """Queued messages are joined into chunks of up to this many samples (3.3 ms at 20 Msps)."""
@@ -202,6 +210,7 @@ class ZmqSource(Source):
         self._poller: Any = None
         self._fmt = config.format_name
         self._sample_bytes = formats.bytes_per_sample(self._fmt)
+        self._is_float = formats.get_format(self._fmt).is_float
         self._next_index = 0
         self._next_offset: int | None = None  # the tag header offset expected next
         self._discontinuity = False
@@ -276,7 +285,7 @@ class ZmqSource(Source):
                     frames = self._socket.recv_multipart(zmq.NOBLOCK, copy=False)
                 except zmq.Again:
                     continue
-                chunk = self._chunk(frames[-1].buffer, time.monotonic())
+                chunk = self._chunk(frames, time.monotonic())
                 if chunk is not None:
                     return self._join(chunk)
                 continue
@@ -295,7 +304,7 @@ class ZmqSource(Source):
                 frames = self._socket.recv_multipart(self._zmq.NOBLOCK, copy=False)
             except self._zmq.Again:
                 break
-            following = self._chunk(frames[-1].buffer, time.monotonic())
+            following = self._chunk(frames, time.monotonic())
             if following is None:  # dropped: the chunk after it carries the discontinuity
                 break
             if following.discontinuity:
@@ -331,13 +340,17 @@ class ZmqSource(Source):
 
     def _drop(self, reason: str, nbytes: int) -> None:
         samples = nbytes // self._sample_bytes
-        self.events.dropped(reason, samples)
+        self.events.dropped(reason, samples, messages=1, nbytes=nbytes)
         self._next_index += samples
         self._discontinuity = True
 
-    def _chunk(self, payload: memoryview, arrival: float) -> Chunk | None:
+    def _chunk(self, frames: list[Any], arrival: float) -> Chunk | None:
         """The message's samples as a chunk, or None (dropped and counted)."""
         self.messages += 1
+        if len(frames) > 2 or (len(frames) == 2 and frames[0].buffer.nbytes > MAX_KEY_BYTES):
+            self._drop("bad_frames", sum(f.buffer.nbytes for f in frames))
+            return None
+        payload: memoryview = frames[-1].buffer
         nbytes = payload.nbytes
         if nbytes > self.config.max_message_bytes:
             self._drop("oversized", nbytes)
@@ -361,9 +374,10 @@ class ZmqSource(Source):
         if nbytes == 0:
             return None
         samples = formats.decode(payload, self._fmt)  # (n,) complex64
-        samples, n_bad = formats.sanitize(samples)
-        if n_bad:
-            self.events.dropped("nonfinite", n_bad)
+        if self._is_float:  # counted here, passed on: the assembler ends packets at them
+            n_bad = formats.count_nonfinite(samples)
+            if n_bad:
+                self.events.dropped("nonfinite", n_bad)
         if self.config.pass_tags:
             self._next_offset = offset + samples.size
         chunk = Chunk(samples, self._next_index, arrival, self._discontinuity)
