@@ -70,7 +70,7 @@ def test_soak_fails_when_a_check_fails(tmp_path):
     out = tmp_path / "soak.json"
     done = subprocess.run(
         [sys.executable, str(ROOT / "tools" / "soak.py"), "--minutes", "0.25", "--interval", "1",
-         "--warmup-s", "3", "--history-packets", "0", "--max-rss-slope", "-1e9", "--quiet",
+         "--warmup-s", "3", "--history-packets", "0", "--max-rss-slope=-1e9", "--quiet",
          "--out", str(out)],
         capture_output=True, text=True, timeout=200, cwd=ROOT,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
