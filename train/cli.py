@@ -125,8 +125,9 @@ class _PruneSession:
                 "training packets",
                 file=sys.stderr,
             )
-        self.data = trainer.load_split(args.data, kind, seed)
-        self.split_info = {"kind": self.data.kind, "seed": self.data.seed}
+        by = str(trained.get("by", "random"))  # the checkpoint's own test packets stay unseen
+        self.data = _load_split(trainer, args.data, kind, seed, by)
+        self.split_info = {"kind": self.data.kind, "seed": self.data.seed, "by": by}
         length = int(self.spec.kwargs.get("length", INPUT_LENGTH))
         packet_length = int(self.data.dataset[0][0].shape[-1])
         if packet_length != length:
