@@ -8,7 +8,7 @@ from edge_core.cli import main
 from edge_core.iq.sigmf_io import open_recording
 from edge_core.synth.stream import DIFS, SIFS, StreamConfig, write_stream
 
-SECONDS = 0.06
+SECONDS = 0.15
 
 
 @pytest.fixture(scope="module")
@@ -58,15 +58,20 @@ def test_packets_stand_out_of_the_noise(rec):
     for a in rec.annotations:
         busy[a["core:sample_start"] : a["core:sample_start"] + a["core:sample_count"]] = True
     noise = np.mean(np.abs(x[~busy]) ** 2)
-    for a in rec.annotations[:40]:
+    errors = []
+    for a in rec.annotations[:60]:
         s, n = a["core:sample_start"], a["core:sample_count"]
         measured = 10 * np.log10(np.mean(np.abs(x[s : s + n]) ** 2) / noise - 1 + 1e-12)
-        assert abs(measured - a["edge_tc:snr_db"]) < 3.0
+        errors.append(measured - a["edge_tc:snr_db"])
+    # Multipath taps keep a white signal's power; DSSS (11 MHz wide) sees a few dB of
+    # frequency-selective fading across its band, OFDM less.
+    assert np.max(np.abs(errors)) < 5.0
+    assert abs(np.median(errors)) < 1.0
 
 
 def test_one_application_per_session_and_all_four_tasks_present(tmp_path):
     cfg = StreamConfig(apps=("netflix",), session_seconds=1.0)
-    base = write_stream(tmp_path / "n", 0.05, seed=1, config=cfg, progress=False)
+    base = write_stream(tmp_path / "n", 0.15, seed=1, config=cfg, progress=False)
     ann = open_recording(base).annotations
     apps = {a["edge_tc:app"] for a in ann}
     assert apps == {"netflix", "none"}
@@ -87,3 +92,15 @@ def test_cli_synth_stream(tmp_path, capsys):
     assert (tmp_path / "cli.sigmf-meta").exists()
     assert main(["synth", "stream", "--out", str(out), "--seconds", "-1", "--quiet"]) == 2
     assert "seconds must be > 0" in capsys.readouterr().err
+
+
+def test_application_traffic_comes_from_the_session_model(tmp_path):
+    cfg = StreamConfig(apps=("youtube",), session_seconds=1.0, background_rate_hz=0.0)
+    ann = open_recording(write_stream(tmp_path / "y", 0.3, seed=3, config=cfg, progress=False))
+    data = [a for a in ann.annotations if a["edge_tc:frame"] == "data"]
+    down = [a for a in data if a["edge_tc:station"] == "ap"]
+    up = [a for a in data if a["edge_tc:station"] == "client"]
+    assert down and up and {a["edge_tc:app"] for a in data} == {"youtube"}
+    # Uplink: QUIC ACKs (60-80 B IP) and HTTP/3 requests; downlink: A-MPDUs of QUIC packets.
+    assert np.median([a["edge_tc:length_bytes"] for a in up]) <= 80 + 54 + 4
+    assert max(a["edge_tc:length_bytes"] for a in down) > 2 * (1378 + 54)

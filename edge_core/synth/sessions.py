@@ -220,7 +220,7 @@ class SessionParams:
     rts_protect: bool  # the AP sends RTS/CTS before A-MPDUs
     erp_protect: bool  # CTS-to-self at DSSS before OFDM/HT frames (ERP protection)
     podcast_download: bool  # Google Podcasts: whole-episode download instead of streaming
-    start_phase: float  # 0..1: where the player is in its cycle when the capture starts
+    start_phase: float  # 0..1: where the player is in its cycle at the start; 0: it starts then
     fading_db: float = 2.0  # slow-fading standard deviation (assumption: a still phone indoors)
     fading_coherence_s: float = 1.0
     snr_range_db: tuple[float, float] = (5.0, 30.0)
@@ -279,7 +279,8 @@ def draw_session(
         rts_protect=bool(rng.random() < 0.3),
         erp_protect=bool(rng.random() < 0.1),
         podcast_download=bool(rng.random() < 0.5),
-        start_phase=float(rng.random()),
+        # A quarter of captures start with the app (assumption); the rest join it playing.
+        start_phase=0.0 if rng.random() < 0.25 else float(rng.random()),
         snr_range_db=snr_range_db,
     )
 
@@ -372,8 +373,11 @@ def app_arrivals(p: SessionParams, rng: np.random.Generator) -> _Arrivals:
     end_us = p.duration_s * 1e6
     bytes_per_s = p.bitrate_kbps * 1000 / 8
     t = 0.0
+    starts = p.start_phase == 0.0  # the player starts with the capture
     if profile.delivery == "track":
         track_s = float(rng.uniform(180.0, 240.0))
+        if starts:
+            tr.fetch(out, 0.0, track_s * bytes_per_s)
         # The next track is fetched `buffer_seconds` before the current one ends.
         t = (1.0 - p.start_phase) * track_s - profile.buffer_seconds
         t = max(t, 0.0) * 1e6
@@ -385,6 +389,8 @@ def app_arrivals(p: SessionParams, rng: np.random.Generator) -> _Arrivals:
         block = 4096.0  # the server's write size (assumption)
         interval = block / bytes_per_s * 1e6
         t = p.start_phase * interval
+        if starts:
+            t = tr.fetch(out, 0.0, 65_535.0)  # Icecast's burst on connect
         while t < end_us:
             tr.fetch(out, t, block, request=False)
             t += interval
@@ -394,6 +400,8 @@ def app_arrivals(p: SessionParams, rng: np.random.Generator) -> _Arrivals:
         block = 65_536.0  # ExoPlayer's load allocation
         interval = block / bytes_per_s * 1e6
         t = p.start_phase * interval
+        if starts:
+            t = tr.fetch(out, 0.0, profile.buffer_seconds * bytes_per_s)  # fill the 50 s buffer
         while t < end_us:
             tr.fetch(out, t, block, request=False)
             t += interval

@@ -7,10 +7,13 @@ bursts. Traffic sources:
 
 * beacons of our AP and of neighbouring APs (802.11b, 1 Mbps, every 102.4 ms);
 * probe requests of the client, answered by probe responses, each ACKed;
-* the client's application sessions, one application at a time, cycling in a seeded order:
-  ON/OFF bursts of downlink A-MPDUs (802.11n) answered by BlockAcks (non-HT, 802.11g), with
-  uplink TCP/QUIC ACK frames answered by ACKs; 10% of downlink exchanges use RTS/CTS;
-* background data of other stations (no application; mostly 802.11n, some 802.11b/g), ACKed.
+* the client's application sessions, one application at a time, cycling in a seeded order,
+  each `session_seconds` long and started with the app: the capture-session model of
+  `edge_core.synth.sessions` (the app's cited fetch pattern, TCP/QUIC, the AP's queue and
+  A-MPDU aggregation, Minstrel-HT-like rate control, BlockAcks/ACKs, RTS/CTS on a
+  `rts_cts_share` of sessions), its data and control exchanges placed on this channel's medium;
+* background data of other stations (annotated app `none`: data frames of unknown origin, which
+  the labelled dataset leaves out; mostly 802.11n, some 802.11b/g), ACKed.
 
 `ChannelSimulator` renders the stream chunk by chunk, forever; `write_stream` writes a SigMF
 recording with one annotation per packet (start, count, the four labels, and what was drawn).
@@ -18,9 +21,10 @@ recording with one annotation per packet (start, count, the four labels, and wha
 
 from __future__ import annotations
 
+import collections
 import heapq
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +35,10 @@ from edge_core.schema import APP, SAMPLE_RATE_HZ
 from edge_core.synth.generator import duration_samples, synthesize
 from edge_core.synth.impairments import Draw, apply_channel, complex_noise
 from edge_core.synth.mac import Bss
+from edge_core.synth.sessions import AP as SESSION_AP
+from edge_core.synth.sessions import PHONE as SESSION_PHONE
+from edge_core.synth.sessions import SIFS_US, Frame, draw_session, simulate_session
 from edge_core.synth.traffic import (
-    APP_MODELS,
     PacketSpec,
     control_spec,
     data_spec,
@@ -149,8 +155,11 @@ class ChannelSimulator:
         order = list(c.apps)
         r.shuffle(order)
         self._apps = order
-        self._burst_left = 0
-        self._off_done = True  # the first session starts with a burst
+        # The current session's exchanges: (requested start sample, frames SIFS apart).
+        self._exchanges: collections.deque[tuple[int, list[tuple[PacketSpec, Station]]]] = (
+            collections.deque()
+        )
+        self._session_end = 0
         self._push(0, "app")
         self._cursor = 0
 
@@ -218,34 +227,52 @@ class ChannelSimulator:
         else:
             self._serve_app(t)
 
+    def _start_session(self, t: int) -> int:
+        """Simulate the app session that runs from `t` to its slot's end; returns the end."""
+        c, r = self.config, self.rng
+        slot = c.session_seconds * SAMPLE_RATE_HZ
+        index = int(t // slot)
+        end = int((index + 1) * slot)
+        seconds = max(end - t, US) / SAMPLE_RATE_HZ
+        params = draw_session(
+            r, self._apps[index % len(self._apps)], index, snr_range_db=c.snr_db,
+            cfo_hz_max=c.cfo_hz_max, rms_delay_spread_ns=c.rms_delay_spread_ns,
+            duration_s=(seconds, seconds),
+        )  # fmt: skip
+        params = replace(
+            params, start_phase=0.0, bitrate_kbps=params.bitrate_kbps * c.traffic_scale,
+            path_mbps=params.path_mbps * c.traffic_scale,
+            rts_protect=bool(r.random() < c.rts_cts_share),
+        )  # fmt: skip
+        # This channel sends its own beacons and probes: keep the session's data exchanges
+        # (with their RTS/CTS, CTS-to-self and responses), in order, at their requested times.
+        stations = {SESSION_AP: self.ap, SESSION_PHONE: self.client}
+        prev: Frame | None = None
+        keep = False
+        for f in simulate_session(params, r).frames:
+            gap = f.t_us - prev.t_us - prev.duration_us if prev is not None else -1.0
+            prev = f
+            if abs(gap - SIFS_US) >= 0.5:  # a new exchange
+                keep = f.spec.frame != "mgmt" and f.tx in stations
+                if keep:
+                    self._exchanges.append((t + round(f.t_us * US), []))
+            if keep:
+                self._exchanges[-1][1].append((f.spec, stations[f.tx]))
+        return end
+
     def _serve_app(self, t: int) -> None:
-        r = self.rng
-        app = self.current_app(t)
-        model = APP_MODELS[app]
-        if self._burst_left <= 0:
-            if not self._off_done:
-                # OFF period before the next burst; it ends early if the session switches app.
-                self._off_done = True
-                off = r.exponential(model.off_seconds_mean) / self.config.traffic_scale
-                session_samples = self.config.session_seconds * SAMPLE_RATE_HZ
-                session_end = int((int(t / session_samples) + 1) * session_samples)
-                self._push(min(t + int(off * SAMPLE_RATE_HZ), session_end), "app")
+        if not self._exchanges:
+            end = self._start_session(t)
+            if not self._exchanges:
+                self._push(end, "app")
                 return
-            self._off_done = False
-            self._burst_left = 1 + int(r.geometric(1.0 / model.burst_packets_mean))
-        downlink = bool(r.random() < model.downlink_share)
-        tx, rx = (self.ap, self.client) if downlink else (self.client, self.ap)
-        data = data_spec("802.11n", app, tx.snr_db, r, downlink=downlink)
-        frames = [(data, tx), (self._ack_for(data, rx, rx.snr_db), rx)]
-        if downlink and r.random() < self.config.rts_cts_share:
-            frames = [
-                (control_spec("802.11g", "rts", tx.snr_db, r), tx),
-                (control_spec("802.11g", "cts", rx.snr_db, r), rx),
-                *frames,
-            ]
-        self._exchange(t, frames)
-        self._burst_left -= 1
-        self._push(self._medium_free, "app")
+            self._session_end = end
+        t_request, frames = self._exchanges.popleft()
+        self._exchange(max(t, t_request), frames)
+        if self._exchanges:
+            self._push(max(self._exchanges[0][0], self._medium_free), "app")
+        else:
+            self._push(max(self._session_end, self._medium_free), "app")
 
     @property
     def pending(self) -> list[StreamPacket]:
