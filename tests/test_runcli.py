@@ -98,15 +98,13 @@ def test_sigterm_drains_and_exits_zero(tmp_path, tiny_bundle):
         while scrape(started.group(1)).get("edgetc_packets_classified_total", 0) < 20:
             assert time.monotonic() < deadline, "no packets classified"
             time.sleep(0.2)
-        sent = time.monotonic()
         proc.send_signal(signal.SIGTERM)
-        rc = proc.wait(timeout=30)
-        stopped_in = time.monotonic() - sent
+        rc = proc.wait(timeout=60)  # a hang guard, not a speed figure (issue 17)
         wait_for(lines, r"stopped: detected", seen)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert rc == 0 and stopped_in < 10
+    assert rc == 0
     text = "".join(seen)
     assert "SIGTERM: stopping" in text
     # journald: priority prefix, no timestamps, one line per event
@@ -128,9 +126,9 @@ def test_run_stops_at_the_end_of_a_recording_or_the_duration(tmp_path, tiny_bund
     assert main(["run", "--config", str(path), "--set", "metrics.enabled=false"]) == 0
     source = 'type = "synthetic"\npace = "realtime"'
     path = config_file(tmp_path, tiny_bundle.directory, source)
-    started = time.monotonic()
+    # an endless live source: a run that ignored --duration would never return (the module's
+    # timeout fails it); no wall-clock bound a busy machine could break (issue 17)
     assert main(["run", "--config", str(path), "--duration", "1.0"]) == 0
-    assert time.monotonic() - started < 30
 
 
 def test_demo_prints_the_live_table(tiny_bundle, capsys):
