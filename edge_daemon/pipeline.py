@@ -321,9 +321,10 @@ class Daemon:
 
     def _load_engine(self) -> Engine:
         engine = self._engine_factory()
-        # Every batch size the batcher can hand out, largest first: ONNX Runtime's CPU arena
-        # grows a step the first time it meets each new size, which a soak would otherwise see
-        # as ~30 MiB of RSS growth minutes in, when a backlog first forms such batches.
+        # Every batch size the batcher can hand out, largest first, so first-call costs are paid
+        # before READY. (The ~25 MiB RSS step a soak saw minutes in, at the first backlog, was
+        # ONNX Runtime's memory patterns, which one warm-up per size did not cover: the engine
+        # turns them off for a dynamic batch, engines/onnxruntime.py, issue 17.)
         largest = min(self.config.batcher.max_batch, engine.input_spec.max_batch)
         for size in range(largest, 0, -1):
             engine.warmup(size)
