@@ -84,3 +84,28 @@ def test_uplink_acks_are_small_and_downlink_bulk_is_mss_sized():
     down = [traffic.app_frame_length("netflix", rng, downlink=True) for _ in range(200)]
     assert max(up) <= 64 + traffic.MAC_OVERHEAD_BYTES
     assert Counter(down).most_common(1)[0][0] == 1500 + traffic.MAC_OVERHEAD_BYTES
+
+
+def test_table5_no_app_class_is_management_and_control_only():
+    # Paper 1, Table 5: 95,306 data frames all carry an app; No-App = 14,805 mgmt + 30,554 ctrl.
+    assert sum(traffic.TABLE5_APPS_OF_DATA.values()) == 95306
+    assert "none" not in traffic.TABLE5_APPS_OF_DATA
+    assert sum(traffic.TABLE5_NO_APP_BY_FRAME.values()) == 45359
+    assert all(s.app != "none" for s in _specs(3000) if s.frame == "data")
+
+
+def test_app_profiles_carry_the_cited_figures():
+    p = traffic.APP_PROFILES
+    assert set(p) == set(schema.APP.classes) - {"none"}
+    assert p["spotify"].bitrates_kbps == (96.0, 160.0, 320.0)  # Ogg Vorbis quality levels
+    assert min(p["tunein"].bitrates_kbps) == 64.0 and max(p["tunein"].bitrates_kbps) == 320.0
+    assert p["youtube"].transport == "quic" and traffic.QUIC_FULL_IP_BYTES == 1350 + 8 + 20
+    assert {a for a, prof in p.items() if prof.transport == "tcp"} == set(p) - {"youtube"}
+    assert traffic.TCP_FULL_IP_BYTES == 1460 + 40 and traffic.TCP_ACK_IP_BYTES == 52
+    assert p["twitch"].delivery == "live" and p["twitch"].segment_seconds == 2.0
+    assert max(p["twitch"].bitrates_kbps) == 6000.0 and min(p["twitch"].bitrates_kbps) < 1000
+    assert p["netflix"].segment_seconds == 4.0 and p["netflix"].buffer_seconds == 240.0
+    # Nothing an app could be told apart by that real traffic lacks: all best effort.
+    assert {prof.tid for prof in p.values()} == {0}
+    assert (traffic.AMPDU_MAX_SUBFRAMES, traffic.AMPDU_MAX_BYTES) == (64, 65535)
+    assert traffic.PPDU_MAX_US == 5484.0

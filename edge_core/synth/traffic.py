@@ -15,19 +15,18 @@ Where the numbers come from:
   RTS 20 B, BlockAckReq 24 B, compressed BlockAck 32 B, all with FCS). A protected QoS data
   MPDU adds 26 B MAC header + 8 B CCMP header + 8 B MIC + 4 B FCS + 8 B LLC/SNAP = 54 B to its
   IP packet; an A-MPDU subframe adds a 4 B delimiter and pads to 4 B.
-* Application packet sizes (IP layer): TCP bulk transfers send MSS-sized (1500 B IP) segments
-  and 52 B pure ACKs; QUIC (YouTube) sends packets of at most 1350 B UDP payload (Google's
-  QUIC default, 1378 B IP) and small ACK-frequency packets. Per-application choices follow
-  published traffic studies: Netflix and YouTube stream in ON/OFF bursts of large segments
-  (Rao et al., "Network characteristics of video streaming traffic", CoNEXT 2011); Twitch
-  delivers HLS segments every 2 s over TCP; Spotify fetches track chunks over TCP in bursts
-  (Kreitz and Niemela, "Spotify - large scale, low latency, P2P music-on-demand streaming",
-  IEEE P2P 2010); TuneIn relays continuous Icecast/SHOUTcast radio streams at 64-320 kbit/s,
-  so its segments are often partial; Google Podcasts downloads whole episodes over HTTP. The
-  parameters below are modelled after those descriptions, not fitted to the (unreachable) real
-  captures: treat per-application accuracy on synthetic data as a property of these models.
-* Rate adaptation: the highest MCS / rate whose typical required SNR (10% PER, 1500 B,
-  AWGN) the link meets, with Minstrel-like probing of a neighbouring rate 10% of the time.
+* Applications: `APP_PROFILES` (end of this module, every figure cited there: bitrate ladders,
+  TCP/QUIC packet and ACK sizes, how each player fetches media) drive the capture sessions of
+  `sessions.py`, which the labelled dataset and the stream are drawn from: aggregation depth,
+  uplink/downlink ratio and rate/MCS come out of the session simulation (AP queue, A-MPDU
+  limits, Minstrel-HT-like rate control), not from per-app constants. The models are built from
+  published descriptions, not fitted to the (unreachable) real captures: treat per-application
+  accuracy on synthetic data as a property of these models.
+* `APP_MODELS`, `data_spec` and `sample_spec` below are the older per-packet sampler (one packet
+  at a time, no session): `generator.generate_packets` still uses it for engine benchmarks and
+  example plots, not for the dataset. Its rate adaptation: the highest MCS / rate whose typical
+  required SNR (10% PER, 1500 B, AWGN) the link meets, with Minstrel-like probing of a
+  neighbouring rate 10% of the time.
 """
 
 from __future__ import annotations
