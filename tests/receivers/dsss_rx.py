@@ -118,7 +118,13 @@ _CCK = {r: _cck_patterns(r) for r in (5.5, 11.0)}
 def _barker_symbols(x22: np.ndarray, phase: int, n_sym: int) -> np.ndarray:
     """Despread symbols m = 0..n_sym-1 whose chip i sits at sample phase + 22 m + 2 i."""
     idx = phase + 22 * np.arange(n_sym)[:, None] + 2 * np.arange(11)[None, :]
-    return x22[idx] @ BARKER
+    return despread(x22[idx])
+
+
+def despread(chips: np.ndarray) -> np.ndarray:
+    """Barker correlation of (..., 11) chips. Products here avoid BLAS on purpose: its threads
+    cost far more than these small products on a loaded machine."""
+    return (chips * BARKER).sum(axis=-1)
 
 
 def _diff_steps(z: np.ndarray, qpsk: bool) -> np.ndarray:
@@ -207,12 +213,12 @@ def receive(y: np.ndarray, fs_hz: float = FS_HZ) -> DsssResult:
     n_taps = span.size
     if qpsk_hdr:
         a = np.concatenate([a, np.conj(a)], axis=1)
-    gram = a.conj().T @ a  # normal equations: a few thousand rows, at most 50 unknowns
+    gram = np.einsum("ni,nj->ij", a.conj(), a)  # normal equations: <= 50 unknowns
     gram += 1e-6 * np.trace(gram).real / gram.shape[0] * np.eye(gram.shape[0])
-    coef = np.linalg.solve(gram, a.conj().T @ target)
+    coef = np.linalg.solve(gram, np.einsum("ni,n->i", a.conj(), target))
     wl = coef[:n_taps]
     wc = coef[n_taps:] if qpsk_hdr else np.zeros(n_taps, complex)
-    err = a @ coef - target
+    err = np.einsum("ni,i->n", a, coef) - target
     mse = float(np.mean(np.abs(err) ** 2))
 
     def chips(first_chip: int, n: int) -> np.ndarray:
@@ -229,7 +235,7 @@ def receive(y: np.ndarray, fs_hz: float = FS_HZ) -> DsssResult:
         return full[::2][:n]
 
     # PLCP header from equalised symbols (plus the symbol before, for the differential).
-    zh = chips(11 * (tr0 - 1), 11 * (hdr_end - tr0 + 1)).reshape(-1, 11) @ BARKER
+    zh = despread(chips(11 * (tr0 - 1), 11 * (hdr_end - tr0 + 1)).reshape(-1, 11))
     pre_steps = _diff_steps(zh[: hdr0 - tr0 + 1], False)
     hdr_steps = _diff_steps(zh[hdr0 - tr0 : hdr_end - tr0 + 1], qpsk_hdr)
     scr_all = np.concatenate(
@@ -263,7 +269,7 @@ def receive(y: np.ndarray, fs_hz: float = FS_HZ) -> DsssResult:
     if rate in (1.0, 2.0):
         qpsk = rate == 2.0
         n_data = n_bits // (2 if qpsk else 1)
-        zd = chips(11 * hdr_end, 11 * n_data).reshape(-1, 11) @ BARKER
+        zd = despread(chips(11 * hdr_end, 11 * n_data).reshape(-1, 11))
         steps = _diff_steps(np.concatenate([[last], zd]), qpsk)
         data_scr = _bits_of_steps(steps, qpsk)
     else:
@@ -271,7 +277,7 @@ def receive(y: np.ndarray, fs_hz: float = FS_HZ) -> DsssResult:
         n_cck = n_bits // per
         rx = chips(11 * hdr_end, 8 * n_cck).reshape(n_cck, 8)
         cand, cand_bits = _CCK[rate]
-        corr = rx @ np.conj(cand).T  # (n_cck, n_cand)
+        corr = np.einsum("ni,ki->nk", rx, np.conj(cand))  # (n_cck, n_cand)
         best = np.argmax(np.abs(corr), axis=1)
         c = corr[np.arange(n_cck), best]  # (n_cck,) ~ e^{j phi1}
         ref = np.concatenate([[last], c])

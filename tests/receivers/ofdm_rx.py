@@ -13,6 +13,7 @@ Viterbi, descrambling from the SERVICE field's first 7 bits.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
@@ -28,18 +29,13 @@ class DecodeError(Exception):
 
 # --- clause 17 / 19 constants ----------------------------------------------------------------
 
-# 17.3.3, Equation (17-6): S_{-26,26} = sqrt(13/6) * {...} (1+j) entries.
-_STF_UNIT = (
-    [0, 0, 1, 0, 0, 0, -1, 0, 0, 0, 1, 0, 0, 0, -1, 0, 0, 0, -1, 0, 0, 0, 1, 0, 0, 0, 0]
-    + [0, 0, 0, -1, 0, 0, 0, -1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0]
-)
 # 17.3.3, Equation (17-8): L_{-26,26}.
-_LTF = (
-    [1, 1, -1, -1, 1, 1, -1, 1, -1, 1, 1, 1, 1, 1, 1, -1, -1, 1, 1, -1, 1, -1, 1, 1, 1, 1, 0]
-    + [1, -1, -1, 1, 1, -1, 1, -1, 1, -1, -1, -1, -1, -1, 1, 1, -1, -1, 1, -1, 1, -1, 1, 1, 1, 1]
-)
+_LTF = [
+    1, 1, -1, -1, 1, 1, -1, 1, -1, 1, 1, 1, 1, 1, 1, -1, -1, 1, 1, -1, 1, -1, 1, 1, 1, 1, 0,
+    1, -1, -1, 1, 1, -1, 1, -1, 1, -1, -1, -1, -1, -1, 1, 1, -1, -1, 1, -1, 1, -1, 1, 1, 1, 1,
+]  # fmt: skip
 # 19.3.9.4.6, Equation (19-22): HTLTF_{-28,28} for 20 MHz.
-_HT_LTF = [1, 1] + _LTF + [-1, -1]
+_HT_LTF = [1, 1, *_LTF, -1, -1]
 
 # Table 17-6: RATE bits R1..R4 -> Mbit/s; Table 17-4: (N_BPSC, coding rate).
 RATE_OF_BITS: dict[tuple[int, int, int, int], int] = {
@@ -91,7 +87,7 @@ def _scrambler_bits(state: int, n: int) -> np.ndarray:
     for i in range(n):
         b = x[3] ^ x[6]
         out[i] = b
-        x = [b] + x[:6]
+        x = [b, *x[:6]]
     return out
 
 
@@ -227,6 +223,28 @@ def _fine_timing(y: np.ndarray, start: int) -> int:
     return lo + first - 2  # 2 samples into the guard interval
 
 
+# Delay taps (in samples, relative to the FFT window start) the channel estimate may hold: the
+# window starts 2 samples early, and indoor channels (tens of ns rms) end well within 16 taps.
+_SMOOTH_TAPS = np.arange(-4, 13)
+
+
+@lru_cache(maxsize=4)
+def _projection(used_bins: tuple[int, ...]) -> np.ndarray:
+    k = np.array(used_bins)
+    kc = np.where(k >= 32, k - 64, k)  # centred subcarrier index
+    f = np.exp(-2j * np.pi * np.outer(kc, _SMOOTH_TAPS) / N_FFT)  # (n_used, n_taps)
+    return f @ np.linalg.pinv(f)  # (n_used, n_used) least-squares projection
+
+
+def smooth_channel(h: np.ndarray, used: np.ndarray) -> np.ndarray:
+    """Project a per-subcarrier estimate on the used bins onto a short impulse response (least
+    squares over `_SMOOTH_TAPS` delays): the estimation noise drops by about used/taps."""
+    k = np.flatnonzero(used)
+    out = np.zeros_like(h)
+    out[k] = (_projection(tuple(k.tolist())) * h[k][None, :]).sum(axis=1)  # no BLAS threads
+    return out
+
+
 def _fft_symbols(y: np.ndarray, starts: np.ndarray) -> np.ndarray:
     """FFT of the 64-sample windows starting at `starts` -> (n, 64) bins."""
     if starts.size and starts[-1] + N_FFT > y.size:
@@ -322,8 +340,10 @@ def receive(y: np.ndarray, fs_hz: float = FS_HZ) -> OfdmResult:
     used = _LTF_BINS != 0
     h_l = np.zeros(N_FFT, complex)
     h_l[used] = ltf.mean(axis=0)[used] / _LTF_BINS[used]
+    h_raw = h_l.copy()
+    h_l = smooth_channel(h_l, used)
     noise = np.mean(np.abs(ltf[0, used] - ltf[1, used]) ** 2) / 2
-    signal = np.mean(np.abs(h_l[used]) ** 2)
+    signal = np.mean(np.abs(h_raw[used]) ** 2)
     snr_db = float(10 * np.log10(max(signal / max(noise, 1e-30), 1e-30)))
 
     # L-SIG: one BPSK rate-1/2 symbol, pilots polarity p_0.
@@ -336,7 +356,7 @@ def receive(y: np.ndarray, fs_hz: float = FS_HZ) -> OfdmResult:
         raise DecodeError(f"L-SIG parity fails (bits {lsig.tolist()})")
     if rate_bits not in RATE_OF_BITS:
         raise DecodeError(f"L-SIG RATE bits {rate_bits} are not a Table 17-6 rate")
-    rate = RATE_OF_BITS[rate_bits]  # type: ignore[index]
+    rate = RATE_OF_BITS[rate_bits]
     l_length = _bits_value(lsig[5:17])
     result = OfdmResult("non_ht", start, w * FS_HZ / (2 * np.pi), rate, l_length)
     result.extra["snr_db"] = snr_db
@@ -345,7 +365,9 @@ def receive(y: np.ndarray, fs_hz: float = FS_HZ) -> OfdmResult:
     is_ht = False
     if rate == 6 and sig_start + 80 + 64 <= y2.size:
         nxt = _fft_symbols(y2, np.array([sig_start + 80]))
-        zq, _ = _equalise(nxt, h_l, _LEGACY_DATA_K, PILOT_POLARITY[1] * _LEGACY_PILOT_VALUES[None, :])
+        zq, _ = _equalise(
+            nxt, h_l, _LEGACY_DATA_K, PILOT_POLARITY[1] * _LEGACY_PILOT_VALUES[None, :]
+        )
         is_ht = float(np.sum(zq.imag**2)) > 2 * float(np.sum(zq.real**2))
     if not is_ht:
         if l_length == 0:
@@ -391,8 +413,9 @@ def receive(y: np.ndarray, fs_hz: float = FS_HZ) -> OfdmResult:
     h_ht[used_ht] = hl[used_ht] / _HT_LTF_BINS[used_ht]
     # The L-LTF saw the same channel at another field scale (1/sqrt(52) vs 1/sqrt(56) tones):
     # fit that complex ratio and average the two estimates on the common subcarriers.
-    ratio = np.vdot(h_l[used], h_ht[used]) / np.vdot(h_l[used], h_l[used])
-    h_ht[used] = (h_ht[used] + 2 * ratio * h_l[used]) / 3
+    ratio = np.vdot(h_raw[used], h_ht[used]) / np.vdot(h_raw[used], h_raw[used])
+    h_ht[used] = (h_ht[used] + 2 * ratio * h_raw[used]) / 3
+    h_ht = smooth_channel(h_ht, used_ht)
     n_bpsc, code = HT_MODES[result.mcs]
     num, den = _RATE_FRACTION[code]
     n_dbps = 52 * n_bpsc * num // den
