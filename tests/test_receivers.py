@@ -93,7 +93,14 @@ def test_ofdm_rx_decodes_every_ht_mcs(mcs, short_gi):
         short_gi,
         aggregation,
     )
-    assert (res.l_sig_rate_mbps, res.l_sig_length) == (6, ofdm.ht_l_sig_length(700, mcs, short_gi))
+    # 19.3.9.3.5: L_LENGTH = ceil((TXTIME - 20) / 4) * 3 - 3, TXTIME (19.4.3) = 36 us of
+    # preamble + N_SYM symbols of 4 us, or with short GI ceil(3.6 N_SYM / 4) * 4 us.
+    n_dbps = 52 * [1, 2, 2, 4, 4, 6, 6, 6][mcs] * [1, 1, 3, 1, 3, 2, 3, 5][mcs]
+    n_dbps //= [2, 2, 4, 2, 4, 3, 4, 6][mcs]
+    n_sym = -(-(8 * 700 + 16 + 6) // n_dbps)
+    data_us = 4 * -(-(36 * n_sym) // 40) if short_gi else 4 * n_sym
+    l_length = -(-(36 + data_us - 20) // 4) * 3 - 3
+    assert (res.l_sig_rate_mbps, res.l_sig_length) == (6, l_length)
     assert res.psdu == psdu.tobytes()
 
 
