@@ -48,7 +48,7 @@ from edge_core.synth.sessions import (
 )
 from edge_core.synth.traffic import APP_PROFILES, TrafficMix
 
-CHUNK_PACKETS = 2048
+CHUNK_PACKETS = 4096
 MAX_SESSIONS_PER_APP = 24  # per chunk, while looking for the app's frames (Spotify bursts rarely)
 SESSION_STRIDE = 10_000  # session ids: chunk * SESSION_STRIDE + index in the chunk
 SESSION_SECONDS = (4.0, 12.0)  # the simulated stretch of each capture session (assumption)
@@ -216,7 +216,7 @@ def _chunks(seed: int, mix: TrafficMix, impairments: Impairments, workers: int) 
         ahead: collections.deque[Future[_Chunk]] = collections.deque()
         try:
             while True:
-                while len(ahead) < 2 * workers:
+                while len(ahead) < workers + 1:
                     ahead.append(pool.submit(_make_chunk, next(jobs)))
                 yield ahead.popleft().result()
         finally:
