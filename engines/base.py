@@ -27,7 +27,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
@@ -67,6 +67,37 @@ class EngineConfig(TypedConfig):
     section: ClassVar[str] = "engine"
     type: str
     model: str = ""
+    isolation: Literal["thread", "process"] = "thread"
+    """"process": the runtime runs in a worker process (`engines/isolated.py`), so that its
+    crash or hang fails a batch, not the daemon; "thread": in the daemon's worker thread."""
+    deadline_ms: float = 1000.0
+    """Process isolation: the longest one model call may take before the worker is killed."""
+    start_timeout_s: float = 120.0
+    """Process isolation: the longest a worker may take to load the model (TensorRT plans)."""
+    restart_backoff_max_s: float = 10.0
+    """Process isolation: the longest wait before restarting a failed worker (0.1 s, doubling)."""
+    worker_python: str = ""
+    """Process isolation: the worker's interpreter ("" = the daemon's own); a backend that has
+    a foreign-interpreter runtime (TensorRT on JetPack 4.6's Python 3.6) runs it there."""
+
+    @classmethod
+    def _collect(cls, data: Any, path: str) -> tuple[list[str], Any]:
+        problems, config = super()._collect(data, path)
+        if config is None:
+            return problems, None
+        own = []
+        if not 0 < config.deadline_ms <= 3_600_000:
+            own.append(("deadline_ms", f"want 0..3600000 ms, got {config.deadline_ms}"))
+        if not 0 < config.start_timeout_s <= 3600:
+            own.append(("start_timeout_s", f"want 0..3600 s, got {config.start_timeout_s}"))
+        if not 0.1 <= config.restart_backoff_max_s <= 3600:
+            own.append(
+                ("restart_backoff_max_s", f"want 0.1..3600 s, got {config.restart_backoff_max_s}")
+            )
+        if config.worker_python and config.isolation != "process":
+            own.append(("worker_python", 'only with isolation = "process"'))
+        problems += [f"{path + '.' if path else ''}{key}: {message}" for key, message in own]
+        return problems, (None if problems else config)
 
 
 # ---------------------------------------------------------------------------------------- engine
@@ -345,6 +376,10 @@ def load(bundle: str | Path | Bundle, config: EngineConfig | Mapping[str, Any]) 
     if backend is None:
         raise EngineConfigError([f"engine.type: {config.type!r} is not one of {list(backends())}"])
     opened = open_bundle(bundle)
+    if config.isolation == "process":
+        from engines.isolated import load_isolated  # imports this module: not at the top
+
+        return load_isolated(opened, config)
     before = rss_bytes()
     engine = backend.load(opened, config)
     after = rss_bytes()

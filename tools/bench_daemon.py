@@ -11,6 +11,11 @@
    latency the daemon publishes (arrival of a packet's last sample -> publication) are measured,
    and its metrics scraped for drops.
 
+`--isolation thread,process` runs the daemon once per engine isolation (`engine.isolation`:
+the runtime in the daemon's worker thread, or in a worker process fed through shared memory)
+against the same bare-engine figure, and reports what the process costs at each rate
+(`isolation_cost`: p50/p99 process minus thread).
+
 Goals (issue 5): sustained end-to-end rate >= 80 % of the bare engine rate; p99 latency < 7 ms
 at half that rate. The load generator shares the CPU with the daemon, as it would not in the
 field; the figures are a lower bound for the daemon.
@@ -167,7 +172,9 @@ def feed(
     return sent
 
 
-def run_daemon(bundle: Path, args: argparse.Namespace, port: int, workdir: Path):
+def run_daemon(
+    bundle: Path, args: argparse.Namespace, port: int, workdir: Path, isolation: str = "thread"
+):
     config = workdir / "bench.toml"
     config.write_text(f"""
 bundle = "{bundle}"
@@ -181,6 +188,7 @@ rcvhwm = 100000
 type = "onnxruntime"
 precision = "fp32"
 threads = {args.threads}
+isolation = "{isolation}"
 [batcher]
 max_batch = {args.max_batch}
 max_queue_delay_ms = {args.max_queue_delay_ms}
@@ -219,10 +227,18 @@ def busy_ticks() -> int:
 
 
 def process_ticks(pid: int) -> int:
-    """utime + stime of one process (all its threads)."""
+    """utime + stime of one process (all its threads) and of its running children (an engine
+    worker process)."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])
+    ticks = int(fields[11]) + int(fields[12])
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        for child in children.read_text().split():
+            try:
+                ticks += process_ticks(int(child))
+            except OSError:  # it ended meanwhile
+                pass
+    return ticks
 
 
 def measure_rate(
@@ -295,7 +311,14 @@ def main(argv: list[str] | None = None) -> int:
         "--message-samples", type=int, default=16384,
         help="samples per ZeroMQ message (packets are grouped; 1: one packet per message)",
     )  # fmt: skip
+    parser.add_argument(
+        "--isolation", default="thread",
+        help="engine.isolation of the daemon: thread, process, or both in one run (thread,process)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    isolations = args.isolation.split(",")
+    if not isolations or any(i not in ("thread", "process") for i in isolations):
+        parser.error(f"--isolation: want thread, process or thread,process, got {args.isolation!r}")
     bundle = args.bundle.resolve()
     load_before = os.getloadavg()  # other work on the machine skews every figure: recorded
 
@@ -303,13 +326,73 @@ def main(argv: list[str] | None = None) -> int:
     bare = bare_engine(bundle, x, [int(b) for b in args.batches.split(",")], args.threads)
     print(f"bare engine: {bare['packets_per_s']} packets/s at batch {bare['best_batch']}")
 
+    by_isolation = {}
+    for isolation in isolations:
+        print(f"daemon with engine.isolation = {isolation!r}")
+        by_isolation[isolation] = run_rates(bundle, args, messages, per_message, bare, isolation)
+    runs, rc, daemon_log = by_isolation[isolations[0]]
+    report = {
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
+                    "python": platform.python_version(), "loadavg_before": load_before,
+                    "loadavg_after": os.getloadavg()},
+        "bundle": str(bundle),
+        "config": {k: getattr(args, k) for k in CONFIG_KEYS},
+        "bare_engine": bare,
+        "daemon": runs,
+        "daemon_exit_code": rc,
+        "daemon_log_tail": daemon_log,
+        "goals": goals(runs, bare),
+    }  # fmt: skip
+    if len(isolations) > 1 or isolations != ["thread"]:
+        report["isolation"] = {
+            i: {"daemon": r, "daemon_exit_code": c, "goals": goals(r, bare)}
+            for i, (r, c, _) in by_isolation.items()
+        }
+    if {"thread", "process"} <= set(by_isolation):
+        report["isolation_cost"] = [
+            {
+                "fraction_of_bare": t["fraction_of_bare"],
+                **{
+                    f"{key}_added": round(p[key] - t[key], 3)
+                    if p[key] is not None and t[key] is not None
+                    else None
+                    for key in ("latency_ms_p50", "latency_ms_p99")
+                },
+            }
+            for t, p in zip(by_isolation["thread"][0], by_isolation["process"][0], strict=True)
+        ]
+        print(json.dumps(report["isolation_cost"], indent=2))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report["goals"], indent=2))
+    print(f"wrote {args.out}")
+    return 0
+
+
+def goals(runs: list[dict[str, Any]], bare: dict[str, Any]) -> dict[str, Any]:
+    sustained = max(r["delivered_packets_per_s"] for r in runs)
+    half = min(runs, key=lambda r: abs(r["fraction_of_bare"] - 0.5))
+    return {
+        "sustained_packets_per_s": sustained,
+        "sustained_fraction_of_bare": round(sustained / bare["packets_per_s"], 3),
+        "sustained_goal_0.8_met": sustained >= 0.8 * bare["packets_per_s"],
+        "p99_ms_at_half_rate": half["latency_ms_p99"],
+        "p99_goal_7ms_met": half["latency_ms_p99"] is not None and half["latency_ms_p99"] < 7.0,
+    }
+
+
+def run_rates(
+    bundle: Path, args: argparse.Namespace, messages: list[bytes], per_message: list[int],
+    bare: dict[str, Any], isolation: str,
+) -> tuple[list[dict[str, Any]], int, list[str]]:  # fmt: skip
+    """One daemon (`engine.isolation`), every rate of `--rates`: (runs, exit code, log tail)."""
     context = zmq.Context()
     feeder = context.socket(zmq.PUB)
     feeder.setsockopt(zmq.SNDHWM, 100_000)
     port = feeder.bind_to_random_port("tcp://127.0.0.1")
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
-        proc, log, publish_at, metrics_url = run_daemon(bundle, args, port, Path(tmp))
+        proc, log, publish_at, metrics_url = run_daemon(bundle, args, port, Path(tmp), isolation)
         receiver = Receiver(context, publish_at)
         receiver.start()
         try:
@@ -330,6 +413,7 @@ def main(argv: list[str] | None = None) -> int:
                     proc.pid,
                 )  # fmt: skip
                 result["fraction_of_bare"] = fraction
+                result["isolation"] = isolation
                 result["delivered_fraction_of_bare"] = round(
                     result["delivered_packets_per_s"] / bare["packets_per_s"], 3
                 )
@@ -345,33 +429,7 @@ def main(argv: list[str] | None = None) -> int:
             log.seek(0)
             daemon_log = log.read().splitlines()[-5:]
             log.close()
-
-    sustained = max(r["delivered_packets_per_s"] for r in runs)
-    half = min(runs, key=lambda r: abs(r["fraction_of_bare"] - 0.5))
-    report = {
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
-                    "python": platform.python_version(), "loadavg_before": load_before,
-                    "loadavg_after": os.getloadavg()},
-        "bundle": str(bundle),
-        "config": {k: getattr(args, k) for k in CONFIG_KEYS},
-        "bare_engine": bare,
-        "daemon": runs,
-        "daemon_exit_code": rc,
-        "daemon_log_tail": daemon_log,
-        "goals": {
-            "sustained_packets_per_s": sustained,
-            "sustained_fraction_of_bare": round(sustained / bare["packets_per_s"], 3),
-            "sustained_goal_0.8_met": sustained >= 0.8 * bare["packets_per_s"],
-            "p99_ms_at_half_rate": half["latency_ms_p99"],
-            "p99_goal_7ms_met": half["latency_ms_p99"] is not None
-            and half["latency_ms_p99"] < 7.0,
-        },
-    }  # fmt: skip
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report["goals"], indent=2))
-    print(f"wrote {args.out}")
-    return 0
+    return runs, rc, daemon_log
 
 
 if __name__ == "__main__":
