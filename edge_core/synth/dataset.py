@@ -206,9 +206,18 @@ def _make_chunk(args: tuple[int, int, int, TrafficMix, Impairments]) -> _Chunk:
     return iq, labels, details, len(sessions), shortfall
 
 
-def _chunks(seed: int, mix: TrafficMix, impairments: Impairments, workers: int) -> Iterator[_Chunk]:
-    """Chunks 0, 1, 2, ... in order, forever (the caller stops); `workers` processes ahead."""
-    jobs = ((seed, k, CHUNK_PACKETS, mix, impairments) for k in itertools.count())
+def _chunks(
+    packets: int, seed: int, mix: TrafficMix, impairments: Impairments, workers: int
+) -> Iterator[_Chunk]:
+    """Chunks 0, 1, 2, ... in order, forever (the caller stops); `workers` processes ahead.
+
+    Chunk k asks for what is left of `packets` after k full chunks (at least 64, at most
+    CHUNK_PACKETS), so a small dataset does not synthesise a full chunk's IQ."""
+    chunk = CHUNK_PACKETS
+    jobs = (
+        (seed, k, int(np.clip(packets - k * chunk, 64, chunk)), mix, impairments)
+        for k in itertools.count()
+    )
     if workers <= 1:
         yield from map(_make_chunk, jobs)
         return
@@ -259,7 +268,9 @@ def write_dataset(
         start = 0
         sessions: set[int] = set()
         shortfall: dict[str, int] = {}
-        for chunk_iq, labels, details, _, short in _chunks(seed, mix, impairments, workers):
+        for chunk_iq, labels, details, _, short in _chunks(
+            packets, seed, mix, impairments, workers
+        ):
             if not labels:
                 raise ValueError(
                     "the mix asks only for (phy, frame, app) cells that capture sessions do not "
