@@ -141,8 +141,11 @@ def test_truncated_packet_is_reported_not_misdecoded():
     rng = np.random.default_rng(2)
     psdu = rng.integers(0, 256, 500, dtype=np.uint8)
     x = ofdm.legacy_ppdu(psdu, 12, rng)
+    cut = np.concatenate([np.zeros(100, np.complex64), x[:3000]])
     with pytest.raises(ofdm_rx.DecodeError, match="signal ends"):
-        ofdm_rx.receive(np.concatenate([np.zeros(100, np.complex64), x[:3000]]))
+        ofdm_rx.receive(cut)
+    sig = ofdm_rx.receive(cut, sig_only=True)  # the SIGNAL field is still there
+    assert (sig.l_sig_rate_mbps, sig.l_sig_length, sig.psdu) == (12, 500, None)
 
 
 def test_mac_check_catches_a_flipped_bit_and_a_wrong_label():

@@ -322,8 +322,10 @@ def _descramble(bits: np.ndarray) -> np.ndarray:
     return bits ^ np.tile(period, reps)[: bits.size]
 
 
-def receive(y: np.ndarray, fs_hz: float = FS_HZ) -> OfdmResult:
-    """Decode one OFDM PPDU from complex baseband `y` at 20 Msps (noise before it is fine)."""
+def receive(y: np.ndarray, fs_hz: float = FS_HZ, sig_only: bool = False) -> OfdmResult:
+    """Decode one OFDM PPDU from complex baseband `y` at 20 Msps (noise before it is fine).
+
+    `sig_only`: stop after L-SIG / HT-SIG (psdu None), e.g. for a packet cut to a window."""
     if fs_hz != FS_HZ:
         raise ValueError(f"the OFDM receiver takes 20 Msps, got {fs_hz}")
     y = np.asarray(y, dtype=np.complex128)
@@ -370,6 +372,8 @@ def receive(y: np.ndarray, fs_hz: float = FS_HZ) -> OfdmResult:
         )
         is_ht = float(np.sum(zq.imag**2)) > 2 * float(np.sum(zq.real**2))
     if not is_ht:
+        if sig_only:
+            return result
         if l_length == 0:
             raise DecodeError("L-SIG LENGTH is 0")
         n_bpsc, code = LEGACY_MODES[rate]
@@ -403,6 +407,8 @@ def receive(y: np.ndarray, fs_hz: float = FS_HZ) -> OfdmResult:
             f"HT-SIG asks for what this receiver does not do: MCS {result.mcs}, "
             f"CBW40 {ht[7]}, STBC {_bits_value(ht[28:30])}, LDPC {ht[30]}"
         )
+    if sig_only:
+        return result
     if result.ht_length == 0:
         raise DecodeError("HT-SIG LENGTH is 0 (NDP)")
     # HT-STF (80) then one HT-LTF (16 GI + 64): channel for the 56 tones of the HT data.
