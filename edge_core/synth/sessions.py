@@ -468,6 +468,7 @@ class _Session:
         self.fading = _Fading(p, rng, len(p.radios))
         self.rc = {AP: MinstrelHT(rng, p.short_gi), PHONE: MinstrelHT(rng, p.short_gi)}
         self.frames: list[Frame] = []
+        self._ctrl_specs: dict[tuple[str, str, bool, float], PacketSpec] = {}
         # The phone is station 0 of the session's BSS; neighbour APs answer its probes.
         self.bss = [Bss.random(rng) for _ in range(len(p.radios) - 1)]
         for other in self.bss[1:]:
@@ -498,6 +499,15 @@ class _Session:
         return max(t_us, self.free_us + DIFS_US + SLOT_US * float(self.rng.integers(0, 16)))
 
     def ctrl(
+        self, subtype: str, eliciting_phy: str, uplink: bool, eliciting_rate: float
+    ) -> PacketSpec:
+        key = (subtype, eliciting_phy, uplink, eliciting_rate)
+        spec = self._ctrl_specs.get(key)
+        if spec is None:  # specs are immutable: one per kind of response and session
+            spec = self._ctrl_specs[key] = self._new_ctrl(*key)
+        return spec
+
+    def _new_ctrl(
         self, subtype: str, eliciting_phy: str, uplink: bool, eliciting_rate: float
     ) -> PacketSpec:
         n = CONTROL_FRAME_BYTES[subtype]
