@@ -7,6 +7,7 @@ import pytest
 from edge_core import schema
 from edge_core.cli import main
 from edge_core.synth import dataset, traffic
+from edge_core.synth import sessions as sessions_model
 from edge_core.synth.dataset import read_labels, write_dataset
 from edge_core.synth.traffic import TrafficMix
 
@@ -61,7 +62,7 @@ def test_packets_come_from_sessions_with_what_a_receiver_decodes(ds_dir):
     meta = json.loads((ds_dir / "dataset.json").read_text())
     sessions = {int(r["session"]) for r in rows}
     assert meta["sessions"] == len(sessions) >= 6  # one per application at least
-    assert meta["generator_model"] == "sessions-1"
+    assert meta["generator_model"] == sessions_model.MODEL_VERSION
     # One session, one application.
     app_of = {}
     for r, lab in zip(rows, labels, strict=True):

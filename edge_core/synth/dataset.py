@@ -298,6 +298,7 @@ def write_dataset(
         "generator": f"edge-tc {__version__} synthetic 802.11",
         "generator_model": MODEL_VERSION,
         "sessions": len(sessions),
+        "session_seconds": list(SESSION_SECONDS),
         "sampling": "capture sessions, subsampled per (phy, frame, app) to the mix, per chunk",
         "mix_shortfall": shortfall,
         "packets": packets,
