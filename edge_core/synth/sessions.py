@@ -535,7 +535,7 @@ class _Session:
         end = self.mgmt(subtype, tx, t)
         if acked:
             last = self.frames[-1].spec
-            responder = AP if tx != AP else PHONE
+            responder = AP if tx == PHONE else PHONE  # the phone ACKs every AP's frames
             end = self.emit(
                 end + SIFS_US, self.ctrl("ack", last.phy, responder == PHONE, last.rate), responder
             )
@@ -590,6 +590,15 @@ class _Session:
         if delivered:
             subtype = "block_ack" if aggregated else "ack"
             end = self.emit(end + SIFS_US, self.ctrl(subtype, phy, not uplink, rate), responder)
+        elif aggregated:
+            # No BlockAck came back: the originator asks for one with a BlockAckReq at a basic
+            # rate, answered SIFS later by a BlockAck (802.11-2016 10.24.7.7).
+            self.free_us = end
+            t = self.access(end + SIFS_US)
+            end = self.emit(t, self.ctrl("block_ack_req", "802.11g", uplink, 6.0), tx)
+            end = self.emit(
+                end + SIFS_US, self.ctrl("block_ack", "802.11g", not uplink, 6.0), responder
+            )
         self.free_us = end
         return ok
 
