@@ -66,7 +66,7 @@ from edge_core.synth.traffic import (
     mgmt_spec,
 )
 
-MODEL_VERSION = "sessions-2"  # bump when the session model changes what it generates
+MODEL_VERSION = "sessions-3"  # bump when the session model changes what it generates
 CARRIER_HZ = 2.437e9  # channel 6
 SIFS_US, DIFS_US, SLOT_US = 16.0, 34.0, 9.0
 BEACON_INTERVAL_US = 102_400.0  # 100 TU
