@@ -66,8 +66,18 @@ class DemoTable:
                 f"p50 {p50:.2f} ms  p99 {p99:.2f} ms  (max_exec {task.max_exec_ms:g} ms, "
                 f"over: {int(violations or 0):,})",
             )
-        table.add_row("joules/sample", self.joules_per_sample())
+        method = self.power_method()
+        label = "joules/sample (estimated)" if method == "estimated" else "joules/sample"
+        table.add_row(label, self.joules_per_sample())
         return table
+
+    def power_method(self) -> str | None:
+        """The `method` label of the power metrics, measured or estimated (None: no metrics)."""
+        for family in self.daemon.metrics.registry.collect():
+            if family.name == "edgetc_power_watts":
+                for sample in family.samples:
+                    return str(sample.labels.get("method"))
+        return None
 
     def joules_per_sample(self) -> str:
         d, t = self.daemon, self.daemon.totals
@@ -75,7 +85,11 @@ class DemoTable:
             return f"n/a: {d.power_status.split(': ')[0]}"
         if t.energy_joules is None or not t.classified:
             return "(measuring)"
-        return f"{t.energy_joules / t.classified:.3g} J ({t.energy_joules:.1f} J in all)"
+        figure = f"{t.energy_joules / t.classified:.3g} J ({t.energy_joules:.1f} J in all)"
+        if self.power_method() == "estimated":
+            per_core = d.config.power.cpu_watts_per_core
+            return f"~{figure}: an estimate, CPU time x {per_core:g} W per busy core"
+        return f"{figure}, measured"
 
 
 __all__ = ["DemoTable"]

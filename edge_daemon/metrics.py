@@ -158,19 +158,23 @@ class DaemonMetrics:
         self.energy_joules: Counter | None = None
         self.joules_per_sample: Gauge | None = None
 
-    def enable_power(self) -> None:
-        """Create the power metrics (only when a power meter is readable)."""
+    def enable_power(self, method: str = "measured") -> None:
+        """Create the power metrics (only when a power meter is readable), labelled
+        `method="measured"` (a sensor) or `"estimated"` (CPU time x watts per core); the
+        attributes are the children of that label."""
         if self.power_watts is not None:
             return
-        r = self.registry
-        self.power_watts = Gauge("edgetc_power_watts", "Power drawn, last reading", registry=r)
+        r, by = self.registry, ("method",)
+        self.power_watts = Gauge(
+            "edgetc_power_watts", "Power drawn, last reading", by, registry=r
+        ).labels(method)
         self.energy_joules = Counter(
-            "edgetc_energy_joules", "Energy drawn since the daemon started", registry=r
-        )
+            "edgetc_energy_joules", "Energy drawn since the daemon started", by, registry=r
+        ).labels(method)
         self.joules_per_sample = Gauge(
             "edgetc_joules_per_sample", "Energy per classified packet since the daemon started",
-            registry=r,
-        )  # fmt: skip
+            by, registry=r,
+        ).labels(method)  # fmt: skip
 
     def set_engine_info(self, info: EngineInfo, bundle: str) -> None:
         """`edgetc_engine_info{backend, precision, device, model_file, runtime, threads, bundle}`:

@@ -557,8 +557,11 @@ class Daemon:
             meter.close()
             return None
         why = f" ({meter.reason})" if meter.reason else ""
-        log.info("power: reading %s every %g s%s", meter.name, self.config.power.interval_s, why)
-        self.metrics.enable_power()
+        log.info(
+            "power: reading %s (%s) every %g s%s",
+            meter.name, meter.method, self.config.power.interval_s, why,
+        )  # fmt: skip
+        self.metrics.enable_power(meter.method)
         return meter
 
     def _power_loop(self, meter: PowerMeter) -> None:

@@ -15,9 +15,26 @@ One `[power]` config section, `type` one of:
 * `nvml`: NVIDIA's management library (`pynvml`, from nvidia-ml-py):
   `nvmlDeviceGetTotalEnergyConsumption` (mJ since the driver loaded; Volta and newer) and
   `nvmlDeviceGetPowerUsage` (mW). The GPU board only, not the host.
+* `ina2xx`: INA219 / INA226 power monitors through Linux hwmon (an INA219 HAT or breakout on
+  a Raspberry Pi's 5 V input): `class/hwmon/hwmon*/` whose `name` is "ina219" or "ina226",
+  `power1_input` in µW; every such monitor is added up (or those whose hwmon folder `rails`
+  names, "hwmon2").
+* `pmic`: the Raspberry Pi 5's power-management IC, `vcgencmd pmic_read_adc` (the `vcgencmd`
+  key is the command): lines `   VDD_CORE_A current(7)=2.50000000A` and
+  `   VDD_CORE_V volt(15)=0.85000000V`; volts x amps of each rail with both, summed. These are
+  the PMIC's own rails (SoC core, RAM, 1.8/3.3 V IO...), not the 5 V input: what USB devices
+  (a Coral USB Accelerator) and the conversion losses draw is not in it.
+* `cpu_estimate`: no meter, an estimate: `cpu_watts_per_core` x the CPU time of the daemon's
+  process and its children (the engine worker), as CodeCarbon's and Kepler's CPU models
+  attribute power by CPU time. Idle and other processes' power are not in it.
 * `none`: no meter; the daemon exports no power metrics.
-* `auto` (default): the first of jtop, ina3221, nvml, rapl that can be read, else none; the
-  meter's `reason` says why each one before it was passed over, for one log line.
+* `auto` (default): the first of jtop, ina3221, ina2xx, pmic, nvml, rapl that can be read; when
+  none can, `fallback` ("estimate": cpu_estimate, or "none"); the meter's `reason` says why each
+  one before it was passed over, for one log line.
+
+Every meter has a `method`: "measured" (a sensor) or "estimated" (cpu_estimate). The daemon
+puts it on the power metrics as a label, and the live table says which, so an estimate is
+never mistaken for a measurement.
 
 Energy: a cumulative counter (rapl, nvml) is used directly; otherwise power is integrated over
 the read times with the trapezoidal rule, E = sum((P[i-1] + P[i]) / 2 * dt[i]), the refinement
@@ -30,7 +47,10 @@ real one (tests/data/power/).
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -41,8 +61,11 @@ from typing import Any, ClassVar, Literal
 from edge_core.typed_config import TypedConfig
 
 Clock = Callable[[], float]
-POWER_TYPES = ("jtop", "ina3221", "nvml", "rapl")
-"""The meters `auto` tries, in this order."""
+POWER_TYPES = ("jtop", "ina3221", "ina2xx", "pmic", "nvml", "rapl")
+"""The meters `auto` tries, in this order (whole-board sensors before the CPU-only RAPL)."""
+INA2XX_NAMES = ("ina219", "ina226")
+"""hwmon `name`s of the INA2xx monitors the `ina2xx` meter reads (Linux drivers/hwmon/ina2xx.c)."""
+PMIC_TIMEOUT_S = 5.0
 INPUT_RAILS = ("VDD_IN", "POM_5V_IN")
 """Rails that measure the whole module's input (TX2/Orin NX/Nano; Nano/Xavier)."""
 
@@ -51,18 +74,28 @@ INPUT_RAILS = ("VDD_IN", "POM_5V_IN")
 class PowerConfig(TypedConfig):
     """`[power]` table.
 
-    type: "auto", "jtop", "ina3221", "rapl", "nvml" or "none". sysfs_root: where sysfs is
-    mounted (tests use a fake tree). interval_s: how often the daemon reads the meter.
-    rails: INA3221 rails to add up (empty: the module input rail VDD_IN / POM_5V_IN when there
-    is one, else every connected rail). nvml_device: GPU index for nvml.
+    type: "auto", "jtop", "ina3221", "ina2xx", "pmic", "rapl", "nvml", "cpu_estimate" or
+    "none". sysfs_root: where sysfs is mounted (tests use a fake tree). interval_s: how often the
+    daemon reads the meter. rails: INA3221 rails to add up (empty: the module input rail VDD_IN
+    / POM_5V_IN when there is one, else every connected rail), or ina2xx hwmon folders.
+    nvml_device: GPU index for nvml. vcgencmd: the command `pmic` runs. fallback: what `auto`
+    gives when no meter is readable. cpu_watts_per_core: W of one core busy 100 % for
+    cpu_estimate (4 W: a round figure between a Raspberry Pi 5's Cortex-A76 core, ~1.5-2 W, and
+    a desktop x86 core at half its share of a 65 W TDP, CodeCarbon's constant mode; set your
+    device's).
     """
 
     section: ClassVar[str] = "power"
-    type: Literal["auto", "jtop", "ina3221", "rapl", "nvml", "none"] = "auto"
+    type: Literal[
+        "auto", "jtop", "ina3221", "ina2xx", "pmic", "rapl", "nvml", "cpu_estimate", "none"
+    ] = "auto"
     sysfs_root: str = "/sys"
     interval_s: float = 1.0
     rails: tuple[str, ...] = ()
     nvml_device: int = 0
+    vcgencmd: str = "vcgencmd"
+    fallback: Literal["estimate", "none"] = "estimate"
+    cpu_watts_per_core: float = 4.0
 
     def problems(self) -> list[tuple[str, str]]:
         out = []
@@ -70,6 +103,10 @@ class PowerConfig(TypedConfig):
             out.append(("interval_s", f"want 0.01..60 s, got {self.interval_s}"))
         if self.nvml_device < 0:
             out.append(("nvml_device", f"want a GPU index >= 0, got {self.nvml_device}"))
+        if not 0 < self.cpu_watts_per_core <= 500:
+            out.append(("cpu_watts_per_core", f"want 0..500 W, got {self.cpu_watts_per_core}"))
+        if not self.vcgencmd:
+            out.append(("vcgencmd", "want a command (vcgencmd or its path)"))
         return out
 
 
@@ -89,6 +126,8 @@ class PowerMeter(ABC):
     """A source of power readings. `read` is called from one thread."""
 
     name: str = ""
+    method: Literal["measured", "estimated"] = "measured"
+    """How the figures come: from a sensor, or estimated (the metrics' `method` label)."""
     reason: str = ""
     """Why this meter was chosen over others (auto) or why there is none; '' when configured."""
 
@@ -370,6 +409,146 @@ class NvmlMeter(CounterMeter):
             nvml.nvmlShutdown()
 
 
+# -- INA219 / INA226 hwmon ----------------------------------------------------------------------
+def ina2xx_monitors(root: Path) -> list[Path]:
+    """`power1_input` (µW) of every INA219/INA226 hwmon device under sysfs `root`."""
+    return [
+        hwmon / "power1_input"
+        for hwmon in sorted(root.glob("class/hwmon/hwmon*"))
+        if _text(hwmon / "name") in INA2XX_NAMES and (hwmon / "power1_input").exists()
+    ]
+
+
+class Ina2xxMeter(IntegratingMeter):
+    """Sum of INA219/INA226 monitors' `power1_input` (µW), or of the hwmon folders `wanted`."""
+
+    name = "ina2xx"
+
+    def __init__(self, root: Path, wanted: tuple[str, ...], clock: Clock) -> None:
+        super().__init__(clock)
+        found = ina2xx_monitors(root)
+        if not found:
+            raise PowerUnavailable(
+                f"no {root}/class/hwmon/hwmon*/ with name {' or '.join(INA2XX_NAMES)} "
+                "and power1_input"
+            )
+        if wanted:
+            names = [p.parent.name for p in found]
+            missing = [w for w in wanted if w not in names]
+            if missing:
+                raise PowerUnavailable(f"power.rails {missing} not among the INA2xx {names}")
+            found = [p for p in found if p.parent.name in wanted]
+        self.files = found
+        self.watts()
+
+    def watts(self) -> float:
+        return sum(_read_number(path) for path in self.files) / 1e6  # µW
+
+
+# -- Raspberry Pi 5 PMIC ------------------------------------------------------------------------
+_PMIC_LINE = re.compile(
+    r"^\s*(?P<rail>\S+)_(?P<kind>[AV])\s+(?:current|volt)\(\d+\)=(?P<value>[-+0-9.eE]+)[AV]\s*$"
+)
+
+
+def parse_pmic_adc(text: str) -> dict[str, float]:
+    """`vcgencmd pmic_read_adc` output -> rail -> watts (volts x amps of each rail that has
+    both a current and a voltage line; EXT5V_V and BATT_V have no current and are left out)."""
+    amps: dict[str, float] = {}
+    volts: dict[str, float] = {}
+    for line in text.splitlines():
+        found = _PMIC_LINE.match(line)
+        if found:
+            table = amps if found["kind"] == "A" else volts
+            table[found["rail"]] = float(found["value"])
+    return {rail: volts[rail] * amps[rail] for rail in amps if rail in volts}
+
+
+class PmicMeter(IntegratingMeter):
+    """Raspberry Pi 5: the PMIC's rails from `vcgencmd pmic_read_adc`, volts x amps, summed."""
+
+    name = "pmic"
+
+    def __init__(self, command: str, clock: Clock) -> None:
+        super().__init__(clock)
+        found = shutil.which(command)
+        if found is None:
+            raise PowerUnavailable(f"no {command!r} command (a Raspberry Pi's vcgencmd)")
+        self._argv = [found, "pmic_read_adc"]
+        self.rails = self.read_rails()
+
+    def read_rails(self) -> dict[str, float]:
+        try:
+            done = subprocess.run(
+                self._argv, capture_output=True, text=True, timeout=PMIC_TIMEOUT_S, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise PowerUnavailable(f"{' '.join(self._argv)}: {exc}") from exc
+        rails = parse_pmic_adc(done.stdout)
+        if done.returncode != 0 or not rails:
+            why = (done.stderr or done.stdout).strip().splitlines()[:1] or ["no rail readings"]
+            raise PowerUnavailable(
+                f"{' '.join(self._argv)} (exit {done.returncode}): {why[0]} "
+                "(a Raspberry Pi 5 only; older Pis have no PMIC ADC)"
+            )
+        return rails
+
+    def watts(self) -> float:
+        self.rails = self.read_rails()
+        return sum(self.rails.values())
+
+
+# -- CPU-time estimate --------------------------------------------------------------------------
+def process_tree_cpu_seconds(pid: int | None = None, proc: str = "/proc") -> float:
+    """User + system CPU seconds of a process (default: this one) and its live descendants
+    (the engine worker process), from `/proc/<pid>/stat`; os.times() where /proc is missing."""
+    pid = os.getpid() if pid is None else pid
+    hz = os.sysconf("SC_CLK_TCK")
+    try:
+        with open(f"{proc}/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        if pid != os.getpid():
+            return 0.0  # it ended meanwhile
+        t = os.times()
+        return t.user + t.system
+    seconds = (int(fields[11]) + int(fields[12])) / hz
+    for children in Path(f"{proc}/{pid}/task").glob("*/children"):
+        try:
+            kids = children.read_text().split()
+        except OSError:
+            continue
+        seconds += sum(process_tree_cpu_seconds(int(kid), proc) for kid in kids)
+    return seconds
+
+
+class CpuEstimateMeter(CounterMeter):
+    """An estimate, not a measurement: energy = watts_per_core x CPU seconds of the daemon's
+    process tree; power = its rate between reads. Children that ended take their time along
+    (a restarted engine worker's is not counted again, nor lost: the counter never falls)."""
+
+    name = "cpu_estimate"
+    method = "estimated"
+
+    def __init__(
+        self,
+        watts_per_core: float,
+        clock: Clock,
+        cpu_seconds: Callable[[], float] = process_tree_cpu_seconds,
+    ) -> None:
+        super().__init__(clock)
+        self.watts_per_core = watts_per_core
+        self._cpu_seconds = cpu_seconds
+        self._seen = cpu_seconds()
+        self._total = 0.0
+
+    def counter_joules(self) -> float:
+        now = self._cpu_seconds()
+        self._total += max(0.0, now - self._seen)  # a child that ended takes its time along
+        self._seen = now
+        return self._total * self.watts_per_core
+
+
 # -- choosing one -------------------------------------------------------------------------------
 def _open(kind: str, config: PowerConfig, clock: Clock) -> PowerMeter:
     root = Path(config.sysfs_root)
@@ -377,6 +556,12 @@ def _open(kind: str, config: PowerConfig, clock: Clock) -> PowerMeter:
         return JtopMeter(clock)
     if kind == "ina3221":
         return Ina3221Meter(root, config.rails, clock)
+    if kind == "ina2xx":
+        return Ina2xxMeter(root, config.rails, clock)
+    if kind == "pmic":
+        return PmicMeter(config.vcgencmd, clock)
+    if kind == "cpu_estimate":
+        return CpuEstimateMeter(config.cpu_watts_per_core, clock)
     if kind == "nvml":
         return NvmlMeter(config.nvml_device, clock)
     if kind == "rapl":
@@ -387,8 +572,9 @@ def _open(kind: str, config: PowerConfig, clock: Clock) -> PowerMeter:
 def open_power_meter(config: PowerConfig, clock: Clock = time.monotonic) -> PowerMeter:
     """The meter `config` asks for; `none` (with `reason` saying why) when it cannot be read.
 
-    `auto` tries jtop, ina3221, nvml and rapl in turn. A configured meter that cannot be read
-    also gives `none`, so a missing sensor never stops the classifier; its reason says so.
+    `auto` tries jtop, ina3221, ina2xx, pmic, nvml and rapl in turn, then `fallback` (the CPU
+    time estimate, or none). A configured meter that cannot be read gives `none`, so a missing
+    sensor never stops the classifier; its reason says so.
     """
     if config.type == "none":
         return NoPowerMeter()
@@ -403,19 +589,30 @@ def open_power_meter(config: PowerConfig, clock: Clock = time.monotonic) -> Powe
         meter.reason = "; ".join(passed)
         return meter
     if config.type == "auto":
+        if config.fallback == "estimate":
+            meter = CpuEstimateMeter(config.cpu_watts_per_core, clock)
+            meter.reason = (
+                f"no power meter readable, so estimated from CPU time at "
+                f"{config.cpu_watts_per_core:g} W per busy core: " + "; ".join(passed)
+            )
+            return meter
         return NoPowerMeter("no power meter readable: " + "; ".join(passed))
     return NoPowerMeter(f"power.type = {config.type!r} cannot be read: " + "; ".join(passed))
 
 
 __all__ = [
+    "INA2XX_NAMES",
     "INPUT_RAILS",
     "POWER_TYPES",
     "CounterMeter",
+    "CpuEstimateMeter",
+    "Ina2xxMeter",
     "Ina3221Meter",
     "IntegratingMeter",
     "JtopMeter",
     "NoPowerMeter",
     "NvmlMeter",
+    "PmicMeter",
     "PowerConfig",
     "PowerMeter",
     "PowerReading",
@@ -423,7 +620,10 @@ __all__ = [
     "Rail",
     "RaplMeter",
     "RaplZone",
+    "ina2xx_monitors",
     "ina3221_rails",
     "open_power_meter",
+    "parse_pmic_adc",
+    "process_tree_cpu_seconds",
     "rapl_zones",
 ]

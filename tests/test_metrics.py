@@ -79,9 +79,10 @@ def test_power_metrics_are_absent_until_enabled(served):
     metrics.energy_joules.inc(9.0)
     metrics.joules_per_sample.set(0.25)
     got = scrape(server)
-    assert got[("edgetc_power_watts", ())] == 4.5
-    assert got[("edgetc_energy_joules_total", ())] == 9.0
-    assert got[("edgetc_joules_per_sample", ())] == 0.25
+    measured = (("method", "measured"),)  # enable_power's default; a CPU estimate: "estimated"
+    assert got[("edgetc_power_watts", measured)] == 4.5
+    assert got[("edgetc_energy_joules_total", measured)] == 9.0
+    assert got[("edgetc_joules_per_sample", measured)] == 0.25
 
 
 def test_engine_info_labels(served):

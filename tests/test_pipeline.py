@@ -318,9 +318,11 @@ def test_power_metrics_follow_the_meter(tiny_bundle):
     t = daemon.totals
     assert meter.closed and daemon.power_status is None
     assert t.energy_joules is not None and t.energy_joules > 0
-    assert value(daemon, "edgetc_power_watts") == 5.0
-    assert value(daemon, "edgetc_energy_joules_total") == pytest.approx(t.energy_joules)
-    assert value(daemon, "edgetc_joules_per_sample") == pytest.approx(
+    assert value(daemon, "edgetc_power_watts", method="measured") == 5.0
+    assert value(daemon, "edgetc_energy_joules_total", method="measured") == pytest.approx(
+        t.energy_joules
+    )
+    assert value(daemon, "edgetc_joules_per_sample", method="measured") == pytest.approx(
         t.energy_joules / t.classified
     )
 
@@ -388,21 +390,25 @@ def test_power_from_a_fake_orin_sysfs_tree(tiny_bundle):
     run_to_end(daemon)
     t = daemon.totals
     assert daemon.power_status is None
-    assert value(daemon, "edgetc_power_watts") == pytest.approx(7.30368)
+    assert value(daemon, "edgetc_power_watts", method="measured") == pytest.approx(7.30368)
     assert t.energy_joules is not None and t.energy_joules > 0
-    assert value(daemon, "edgetc_energy_joules_total") == pytest.approx(t.energy_joules)
-    assert value(daemon, "edgetc_joules_per_sample") == pytest.approx(
+    assert value(daemon, "edgetc_energy_joules_total", method="measured") == pytest.approx(
+        t.energy_joules
+    )
+    assert value(daemon, "edgetc_joules_per_sample", method="measured") == pytest.approx(
         t.energy_joules / t.classified
     )
 
 
 def test_auto_power_on_an_empty_tree_says_why(tiny_bundle):
-    power = {"type": "auto", "sysfs_root": str(POWER_TREES / "empty")}
+    power = {"type": "auto", "sysfs_root": str(POWER_TREES / "empty"), "fallback": "none",
+             "vcgencmd": "/nonexistent/vcgencmd"}  # fmt: skip
     daemon = Daemon(daemon_config(tiny_bundle.directory, power=power))
     run_to_end(daemon)
     assert daemon.power_status is not None
     assert daemon.power_status.startswith("no power meter readable")
-    assert daemon.registry.get_sample_value("edgetc_power_watts") is None
+    names = {m.name for m in daemon.registry.collect()}
+    assert "edgetc_power_watts" not in names
 
 
 def test_packet_gain_follows_the_bundle_manifest(tiny_bundle, tmp_path):

@@ -2,7 +2,9 @@
 a fake jtop and a fake pynvml (tests/fakes); a fake clock makes the energy sums exact."""
 
 import importlib
+import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -10,18 +12,29 @@ import pytest
 
 from edge_core.typed_config import ConfigProblems
 from edge_daemon.power import (
+    CpuEstimateMeter,
+    Ina2xxMeter,
     Ina3221Meter,
     NoPowerMeter,
     PowerConfig,
+    PowerReading,
     RaplMeter,
     ina3221_rails,
     open_power_meter,
+    parse_pmic_adc,
+    process_tree_cpu_seconds,
     rapl_zones,
 )
 
 DATA = Path(__file__).parent / "data" / "power"
 FAKES = Path(__file__).parent / "fakes"
 MAX_RANGE_UJ = 262143328850
+NO_VCGENCMD = "/nonexistent/vcgencmd"
+PI5_PMIC_OUTPUT = DATA / "rpi5" / "pmic_read_adc.txt"
+PI5_PMIC_WATTS = 3.29290306186204
+"""Volts x amps of the 12 rails of PI5_PMIC_OUTPUT with both lines, added by hand (VDD_CORE
+2.5 A x 0.85 V = 2.125 W, 3V3_SYS 0.06440400 A x 3.30590000 V, ...); EXT5V_V and BATT_V have
+no current line."""
 
 
 class Clock:
@@ -151,7 +164,7 @@ def test_unreadable_rapl_says_it_is_root_only(tree, clock, no_vendor_modules):
     counter = root / "class/powercap/intel-rapl:0/energy_uj"
     counter.unlink()
     counter.mkdir()  # reading it fails with an OSError, as a root-only file does for a user
-    meter = open_power_meter(_config(root), clock)
+    meter = open_power_meter(_config(root, vcgencmd=NO_VCGENCMD, fallback="none"), clock)
     assert isinstance(meter, NoPowerMeter)
     assert "rapl: cannot read" in meter.reason and "root-only since Linux 5.10" in meter.reason
 
@@ -219,12 +232,26 @@ def test_nvml_without_a_driver_or_energy_counter(monkeypatch, tree, clock):
 
 # -- choosing -----------------------------------------------------------------------------------
 def test_nothing_readable_gives_none_with_every_reason(no_vendor_modules, clock):
-    meter = open_power_meter(_config(DATA / "empty"), clock)
+    config = _config(DATA / "empty", vcgencmd=NO_VCGENCMD, fallback="none")
+    meter = open_power_meter(config, clock)
     assert isinstance(meter, NoPowerMeter)
     assert meter.reason.startswith("no power meter readable: jtop: not installed")
-    for kind in ("ina3221:", "nvml:", "rapl:"):
+    for kind in ("ina3221:", "ina2xx:", "pmic:", "nvml:", "rapl:"):
         assert kind in meter.reason
     assert open_power_meter(PowerConfig(type="none")).reason == "power.type = 'none'"
+
+
+def test_nothing_readable_falls_back_to_a_labelled_cpu_time_estimate(no_vendor_modules, clock):
+    meter = open_power_meter(_config(DATA / "empty", vcgencmd=NO_VCGENCMD), clock)
+    assert isinstance(meter, CpuEstimateMeter)
+    assert meter.method == "estimated" and meter.watts_per_core == 4.0
+    assert meter.reason.startswith(
+        "no power meter readable, so estimated from CPU time at 4 W per busy core: jtop:"
+    )
+    for kind in ("ina3221:", "ina2xx:", "pmic:", "nvml:", "rapl:"):
+        assert kind in meter.reason
+    measured = open_power_meter(_config(DATA / "orin_nx"), clock)
+    assert measured.method == "measured"
 
 
 def test_auto_on_this_machine_gives_a_meter_or_a_reason():
@@ -250,3 +277,131 @@ def test_config_problems_name_their_keys():
     assert "power.nvml_device: want a GPU index" in str(err.value)
     config = PowerConfig.from_dict({"type": "ina3221", "rails": ["VDD_IN"]})
     assert config.rails == ("VDD_IN",)
+
+
+# -- Raspberry Pi 5 PMIC (vcgencmd pmic_read_adc) ------------------------------------------------
+def test_pmic_output_pairs_each_rails_volts_and_amps():
+    rails = parse_pmic_adc(PI5_PMIC_OUTPUT.read_text())
+    assert len(rails) == 12 and "EXT5V" not in rails and "BATT" not in rails
+    assert rails["VDD_CORE"] == pytest.approx(2.5 * 0.85)
+    assert rails["3V3_SYS"] == pytest.approx(0.06440400 * 3.30590000)
+    assert sum(rails.values()) == pytest.approx(PI5_PMIC_WATTS)
+    assert parse_pmic_adc('error=2 error_msg="Command not registered"\n') == {}
+
+
+@pytest.fixture
+def fake_vcgencmd(monkeypatch):
+    monkeypatch.setenv("FAKE_VCGENCMD_OUTPUT", str(PI5_PMIC_OUTPUT))
+    return str(FAKES / "vcgencmd")
+
+
+def test_pi5_pmic_through_the_vcgencmd_command(fake_vcgencmd, clock, no_vendor_modules):
+    meter = open_power_meter(_config(DATA / "empty", vcgencmd=fake_vcgencmd), clock)
+    assert meter.name == "pmic" and meter.method == "measured"
+    assert "ina2xx: no " in meter.reason  # auto tried the others first
+    first = meter.read()
+    assert first.watts == pytest.approx(PI5_PMIC_WATTS) and first.joules_total == 0.0
+    clock.now += 2.0
+    assert meter.read().joules_total == pytest.approx(2.0 * PI5_PMIC_WATTS)
+
+
+def test_pmic_that_cannot_be_read_says_why(monkeypatch, fake_vcgencmd, clock):
+    config = PowerConfig(type="pmic", vcgencmd=NO_VCGENCMD)
+    assert "no '/nonexistent/vcgencmd' command" in open_power_meter(config, clock).reason
+    monkeypatch.delenv("FAKE_VCGENCMD_OUTPUT")  # a Pi 4's firmware: no such command
+    meter = open_power_meter(PowerConfig(type="pmic", vcgencmd=fake_vcgencmd), clock)
+    assert isinstance(meter, NoPowerMeter)
+    assert "(exit 255): error=2" in meter.reason and "Raspberry Pi 5 only" in meter.reason
+
+
+# -- INA219 / INA226 through hwmon --------------------------------------------------------------
+def test_ina219_and_ina226_power1_input_microwatts_summed(tree, clock, no_vendor_modules):
+    root = tree("rpi5_ina2xx")
+    meter = open_power_meter(_config(root, vcgencmd=NO_VCGENCMD), clock)
+    assert isinstance(meter, Ina2xxMeter) and meter.method == "measured"
+    assert [p.parent.name for p in meter.files] == ["hwmon2", "hwmon3"]  # not cpu_thermal, rp1_adc
+    assert meter.read().watts == pytest.approx(6.12 + 3.0025)
+    _write(root / "class/hwmon/hwmon2/power1_input", 5000000)
+    clock.now += 1.0
+    reading = meter.read()
+    assert reading.watts == pytest.approx(5.0 + 3.0025)
+    assert reading.joules_total == pytest.approx((6.12 + 5.0) / 2 + 3.0025)
+
+
+def test_ina2xx_chosen_monitor_and_an_unknown_one(tree, clock):
+    root = tree("rpi5_ina2xx")
+    only = open_power_meter(PowerConfig(type="ina2xx", sysfs_root=str(root), rails=("hwmon2",)))
+    assert only.read().watts == pytest.approx(6.12)
+    wrong = open_power_meter(PowerConfig(type="ina2xx", sysfs_root=str(root), rails=("hwmon9",)))
+    assert isinstance(wrong, NoPowerMeter)
+    assert "power.rails ['hwmon9'] not among the INA2xx ['hwmon2', 'hwmon3']" in wrong.reason
+
+
+# -- the CPU-time estimate ----------------------------------------------------------------------
+def test_cpu_estimate_is_watts_per_core_times_cpu_seconds(clock):
+    cpu = [10.0]
+    meter = CpuEstimateMeter(3.0, clock, cpu_seconds=lambda: cpu[0])
+    assert meter.read() == PowerReading(None, 0.0)
+    cpu[0], clock.now = 11.5, clock.now + 2.0  # 1.5 core-seconds in 2 s: 0.75 cores busy
+    reading = meter.read()
+    assert reading.joules_total == pytest.approx(4.5) and reading.watts == pytest.approx(2.25)
+    cpu[0], clock.now = 11.0, clock.now + 1.0  # a child (the engine worker) ended: not negative
+    assert meter.read().joules_total == pytest.approx(4.5)
+    cpu[0], clock.now = 12.0, clock.now + 1.0
+    assert meter.read().joules_total == pytest.approx(7.5)
+
+
+def test_process_tree_cpu_time_includes_a_running_child():
+    burn = (
+        "import sys, time\n"
+        "t = time.process_time()\n"
+        "while time.process_time() - t < 0.5: pass\n"
+        "print('done', flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    before = process_tree_cpu_seconds()
+    child = subprocess.Popen(
+        [sys.executable, "-c", burn], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "done\n"
+        own = sum(os.times()[:2])
+        assert process_tree_cpu_seconds() - before >= 0.45
+        assert process_tree_cpu_seconds() >= own + 0.45
+    finally:
+        child.communicate("")
+
+
+def test_estimated_power_is_labelled_in_the_metrics_and_the_live_table(no_vendor_modules):
+    from edge_daemon.config import DaemonConfig
+    from edge_daemon.demo import DemoTable
+    from edge_daemon.pipeline import Daemon
+
+    config = DaemonConfig.from_dict(
+        {
+            "source": {"type": "synthetic", "pace": "fast", "duration_s": 0.3, "seed": 2},
+            "bundle": str(Path(__file__).resolve().parents[1] / "models" / "default"),
+            "engine": {"type": "onnxruntime", "threads": 1},
+            "publisher": {"bind": "tcp://127.0.0.1:*"},
+            "metrics": {"enabled": False},
+            "power": {"sysfs_root": str(DATA / "empty"), "vcgencmd": NO_VCGENCMD,
+                      "interval_s": 0.05, "cpu_watts_per_core": 2.5},
+        },
+        "",
+    )  # fmt: skip
+    daemon = Daemon(config)
+    daemon.start()
+    try:
+        assert daemon.source_done.wait(120)
+    finally:
+        totals = daemon.stop()
+    assert totals.classified > 0 and totals.energy_joules is not None
+    get = daemon.registry.get_sample_value
+    assert get("edgetc_energy_joules_total", {"method": "estimated"}) == pytest.approx(
+        totals.energy_joules
+    )
+    assert get("edgetc_energy_joules_total", {"method": "measured"}) is None
+    table = DemoTable(daemon)
+    assert table.power_method() == "estimated"
+    shown = table.joules_per_sample()
+    assert shown.startswith("~") and "an estimate, CPU time x 2.5 W per busy core" in shown

@@ -94,6 +94,9 @@ mkdir -p "$root"
 tar -C "$root" -xzf "$TARBALL"
 [[ $(chroot "$root" uname -m) == aarch64 ]] || fail "the chroot does not run aarch64 code"
 cp /etc/resolv.conf "$root/etc/resolv.conf"
+# The CA bundle pip trusts on the host (a TLS-intercepting proxy's CA is in it where there is one).
+HOST_CA=${PIP_CERT:-${REQUESTS_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}}
+cp "$HOST_CA" "$root/etc/ssl/certs/host-ca-bundle.crt"
 mkdir -p "$root/root/.cache/pip" "$root/opt/edge-tc/src"
 mount --bind "$CACHE/pip" "$root/root/.cache/pip"
 # The tree as committed plus local edits, without venvs, caches and build outputs.
@@ -103,7 +106,10 @@ tar -C "$SRC" --exclude=.venv --exclude=.git --exclude='*.egg-info' --exclude=__
 
 # -- install as install_rpi_coral.sh does (install_common.sh's install_venv) --------------------
 say "installing edge-tc[tflite,onnx] into a venv (system site-packages, numpy < 2)"
-in_root() { chroot "$root" /usr/bin/env -i HOME=/root PATH=/opt/edge-tc/venv/bin:/usr/bin:/bin "$@"; }
+in_root() {
+    chroot "$root" /usr/bin/env -i HOME=/root PATH=/opt/edge-tc/venv/bin:/usr/bin:/bin \
+        PIP_CERT=/etc/ssl/certs/host-ca-bundle.crt PIP_DEFAULT_TIMEOUT=180 "$@"
+}
 in_root python3 -m venv --system-site-packages /opt/edge-tc/venv
 in_root pip install -q --disable-pip-version-check \
     "numpy>=1.26,<2" -e "/opt/edge-tc/src[tflite,onnx]" || fail "pip install failed"
