@@ -287,6 +287,9 @@ class Backend:
     the engine (imports the runtime; EdgeTcError "unavailable" when missing). `install`: what
     to install when the runtime is missing. `bench_configs(bundle, threads)`: the configs
     `edge-tc bench engines` runs for a bundle (one per precision this backend can run).
+    `foreign_runtime(bundle, config)`: for a worker under another interpreter
+    (`engine.worker_python`), the worker's runtime name and its config (a JSON-ready dict);
+    None where only the daemon's own interpreter can run the backend.
     """
 
     type: str
@@ -294,6 +297,7 @@ class Backend:
     load: Callable[[Bundle, Any], Engine]
     install: str
     bench_configs: Callable[[Bundle, int], list[EngineConfig]]
+    foreign_runtime: Callable[[Bundle, Any], tuple[str, dict[str, Any]]] | None = None
 
 
 _REGISTRY: dict[str, Backend] = {}

@@ -216,7 +216,8 @@ class IsolatedEngine(Engine):
         self._worker: _Worker | None = _Worker(argv, env, start_timeout_s)
         try:
             described = self._worker.describe
-            model = _bundle_model(bundle, described["model_file"])
+            # a plan built or cached by the worker stands for the bundle file it came from
+            model = _bundle_model(bundle, described.get("bundle_model", described["model_file"]))
             spec = InputSpec(**{**described["input"], "shape": tuple(described["input"]["shape"])})
             info = EngineInfo(**described["info"])
             info = replace(info, device=f"{info.device}, worker process")
@@ -270,11 +271,11 @@ class IsolatedEngine(Engine):
             )
         try:
             worker = _Worker(self._argv, self._env, self.start_timeout_s)
-            if worker.describe["model_file"] != self.model.path.name:
+            if worker.describe["model_file"] != self.info.model_file:
                 worker.kill()
                 raise ModelError(
                     f"restarted engine worker runs {worker.describe['model_file']}, "
-                    f"not {self.model.path.name}"
+                    f"not {self.info.model_file}"
                 )
             self._attach(worker)
         except EdgeTcError as exc:
@@ -354,7 +355,7 @@ def load_isolated(bundle: Bundle, config: EngineConfig) -> IsolatedEngine:
     `config.worker_python` with the backend's foreign-interpreter runtime)."""
     backend = backends()[config.type]
     inner = replace(config, isolation="thread")
-    foreign = getattr(backend, "foreign_runtime", None)
+    foreign = backend.foreign_runtime
     if config.worker_python and foreign is not None:
         runtime, runtime_config = foreign(bundle, inner)
         argv = worker_argv(config.worker_python, runtime, runtime_config)

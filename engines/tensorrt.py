@@ -679,10 +679,43 @@ def _on_thread(worker: ThreadPoolExecutor, fn: Callable[[], _T], timeout_s: floa
     return worker.submit(fn).result(timeout=timeout_s)
 
 
+def foreign_runtime(bundle: Bundle, config: TensorRtConfig) -> tuple[str, dict[str, Any]]:
+    """The worker's runtime under another interpreter: `engines/trt_runtime.py` (TensorRT 8.0-8.4
+    through pycuda, Python 3.6: JetPack 4.6), and what it needs to pick, build or load a plan."""
+    if config.cuda == "cuda-python":
+        raise EdgeTcError(
+            "engine.worker_python runs TensorRT through pycuda: set engine.cuda = \"auto\""
+        )
+    if config.model:
+        raise EdgeTcError("engine.worker_python: engine.model is not supported; use precision")
+    onnx_model = bundle.select("onnx", "fp32")
+    layout = layout_adapter(onnx_model.input, str(onnx_model.path))[0]
+    plans = [
+        {"path": str(m.path), "file": m.path.name, "target": m.target or {}}
+        for m in bundle.models
+        if m.format == "tensorrt-plan" and m.precision == config.precision
+    ]
+    return "tensorrt-plan", {
+        "plans": plans,
+        "onnx": str(onnx_model.path),
+        "onnx_file": onnx_model.path.name,
+        "onnx_sha256": sha256_file(onnx_model.path),
+        "input_name": onnx_model.input.name,
+        "input_dims": list(onnx_model.input.shape[1:]),
+        "layout": layout,
+        "outputs": {t: s.name for t, s in onnx_model.outputs.items()},
+        "precision": config.precision,
+        "batch_profile": list(config.batch_profile),
+        "workspace_bytes": config.workspace_mib << 20,
+        "gpu": config.gpu,
+        "cache_dir": str(Path(config.cache_dir) if config.cache_dir else default_cache_dir()),
+    }
+
+
 def bench_configs(bundle: Bundle, threads: int) -> list[EngineConfig]:
     """FP16 and FP32 (plans from the bundle, or built from its FP32 ONNX)."""
     has_source = any(m.format in ("onnx", "tensorrt-plan") for m in bundle.models)
     return [TensorRtConfig(precision=p) for p in ("fp32", "fp16")] if has_source else []
 
 
-BACKEND = Backend(KEY, TensorRtConfig, load_tensorrt, INSTALL, bench_configs)
+BACKEND = Backend(KEY, TensorRtConfig, load_tensorrt, INSTALL, bench_configs, foreign_runtime)

@@ -19,6 +19,7 @@ SCRIPTS = [ROOT / "tools" / n for n in ("install_common.sh", "install_jetson.sh"
                                          "install_rpi_coral.sh")]  # fmt: skip
 CONFIGS = {
     "jetson-orin.toml": ("/opt/edge-tc/models/default", "tensorrt"),
+    "jetson-tx2.toml": ("/opt/edge-tc/models/default", "tensorrt"),
     "rpi-coral.toml": ("/opt/edge-tc/models/default-edgetpu", "tflite"),
 }
 EDGE_TC = [sys.executable, "-m", "edge_core.cli"]
@@ -100,13 +101,30 @@ def test_jetson_plan_installs_what_the_unit_runs():
     assert plan.index("check-config") < plan.index("systemctl enable --now edge-tc.service")
 
 
-def test_jetpack_4_is_refused_with_the_reason():
+def test_jetpack_4_plan_runs_the_daemon_on_cpython_311_and_tensorrt_on_python_36():
     done = dry_run("install_jetson.sh", "--l4t-release", "32")
-    assert done.returncode == 1
-    assert "Python >= 3.10" in done.stderr and "Python 3.6" in done.stderr
-    section = "Jetson TX2 / JetPack 4.6"
-    assert section in done.stderr
-    assert f"### {section}" in (ROOT / "docs" / "operations.md").read_text()
+    assert done.returncode == 0, done.stderr
+    plan = done.stdout
+    binary, config = unit_exec_start()
+    venv = binary.removesuffix("/bin/edge-tc")
+    # the daemon: python-build-standalone's aarch64 CPython 3.11, unpacked under /opt/edge-tc
+    assert re.search(r"^\+ curl .* https://github\.com/astral-sh/python-build-standalone/"
+                     r"releases/download/20240814/cpython-3\.11\.9%2B20240814-aarch64-unknown-"
+                     r"linux-gnu-install_only\.tar\.gz$", plan, re.M)  # fmt: skip
+    assert f"+ /opt/edge-tc/python/bin/python3 -m venv --system-site-packages {venv}\n" in plan
+    assert re.search(rf"^\+ {venv}/bin/pip install {re.escape(str(ROOT))} ", plan, re.M)
+    # the worker: the system Python 3.6 with JetPack's tensorrt (apt) and pycuda 2021.1
+    assert "python3-libnvinfer" in plan
+    worker = "/opt/edge-tc/worker-venv"
+    assert f"+ /usr/bin/python3 -m venv --system-site-packages {worker}\n" in plan
+    assert f"+ {worker}/bin/pip install pycuda==2021.1\n" in plan
+    tx2 = load_config(ROOT / "deploy" / "jetson-tx2.toml")
+    assert tx2.engine.isolation == "process"
+    assert tx2.engine.worker_python == f"{worker}/bin/python3"
+    assert f"install -m 0644 {ROOT}/deploy/jetson-tx2.toml {config}\n" in plan
+    assert f"+ {binary} check-config {config}\n" in plan
+    assert plan.index("check-config") < plan.index("systemctl enable --now edge-tc.service")
+    assert "### Jetson TX2 / JetPack 4.6" in (ROOT / "docs" / "operations.md").read_text()
 
 
 def test_rpi_coral_needs_a_compiled_bundle():
