@@ -351,7 +351,7 @@ def l_sig_bits(rate_mbps: int, length: int) -> np.ndarray:
     bits = np.zeros(24, dtype=np.uint8)
     bits[0:4] = _RATE_BITS[rate_mbps]
     bits[5:17] = _lsb_first(length, 12)
-    bits[17] = bits[:17].sum() & 1
+    bits[17] = int(bits[:17].sum()) & 1  # int(): NumPy 1.x has no uint64 & int (NumPy < 2 on a Pi)
     return bits
 
 
