@@ -6,10 +6,12 @@
 # Builds (once; cached as DIR/bookworm-arm64-root.tar.gz) an arm64 Debian bookworm root with
 # debootstrap from Debian's packages, runs it through qemu-user-static registered in binfmt_misc,
 # installs the package from this tree the way tools/install_rpi_coral.sh does (a venv with the
-# system's site-packages, numpy < 2), then runs `edge-tc run --demo` with the TFLite (LiteRT) and
-# the ONNX Runtime engines and checks from the daemon's own summary line that packets were
-# detected and classified and that every one was counted (detected = classified + failed +
-# dropped). pip's download cache is kept in DIR/pip.
+# system's site-packages, numpy < 2; the root with that venv is cached too, keyed by
+# pyproject.toml's sha256, so the dependencies are installed again only when it changes; the
+# package itself is an editable install of the tree copied in on every run), then runs
+# `edge-tc run --demo` with the TFLite (LiteRT) and the ONNX Runtime engines and checks from the
+# daemon's own summary line that packets were detected and classified and that every one was
+# counted (detected = classified + failed + dropped). pip's download cache is kept in DIR/pip.
 #
 # Board-only parts of install_rpi_coral.sh are not run here (they need the board or a download
 # outside PyPI/Debian): the Edge TPU runtime (libedgetpu1-std) and the matching tflite_runtime
@@ -83,6 +85,8 @@ if [[ ! -f $TARBALL ]]; then
     say "root built in $(($(stamp) - T0)) s"
 fi
 T1=$(stamp)
+DEPS_KEY=$(sha256sum pyproject.toml | cut -c1-16)
+INSTALLED=$CACHE/bookworm-arm64-edge-tc-$DEPS_KEY.tar.gz
 work=$(mktemp -d)
 root=$work/root
 cleanup() {
@@ -91,7 +95,12 @@ cleanup() {
 }
 trap cleanup EXIT
 mkdir -p "$root"
-tar -C "$root" -xzf "$TARBALL"
+if [[ -f $INSTALLED ]]; then
+    say "the root with the dependencies installed: $INSTALLED"
+    tar -C "$root" -xzf "$INSTALLED"
+else
+    tar -C "$root" -xzf "$TARBALL"
+fi
 [[ $(chroot "$root" uname -m) == aarch64 ]] || fail "the chroot does not run aarch64 code"
 cp /etc/resolv.conf "$root/etc/resolv.conf"
 # The CA bundle pip trusts on the host (a TLS-intercepting proxy's CA is in it where there is one).
@@ -100,6 +109,7 @@ cp "$HOST_CA" "$root/etc/ssl/certs/host-ca-bundle.crt"
 mkdir -p "$root/root/.cache/pip" "$root/opt/edge-tc/src"
 mount --bind "$CACHE/pip" "$root/root/.cache/pip"
 # The tree as committed plus local edits, without venvs, caches and build outputs.
+rm -rf "$root/opt/edge-tc/src" && mkdir -p "$root/opt/edge-tc/src"
 tar -C "$SRC" --exclude=.venv --exclude=.git --exclude='*.egg-info' --exclude=__pycache__ \
     --exclude=.mypy_cache --exclude=.ruff_cache --exclude=build -cf - . |
     tar -C "$root/opt/edge-tc/src" -xf -
@@ -110,9 +120,15 @@ in_root() {
     chroot "$root" /usr/bin/env -i HOME=/root PATH=/opt/edge-tc/venv/bin:/usr/bin:/bin \
         PIP_CERT=/etc/ssl/certs/host-ca-bundle.crt PIP_DEFAULT_TIMEOUT=180 "$@"
 }
-in_root python3 -m venv --system-site-packages /opt/edge-tc/venv
-in_root pip install -q --disable-pip-version-check \
-    "numpy>=1.26,<2" -e "/opt/edge-tc/src[tflite,onnx]" || fail "pip install failed"
+if [[ ! -f $INSTALLED ]]; then
+    in_root python3 -m venv --system-site-packages /opt/edge-tc/venv
+    in_root pip install -q --disable-pip-version-check \
+        "numpy>=1.26,<2" -e "/opt/edge-tc/src[tflite,onnx]" || fail "pip install failed"
+    umount "$root/root/.cache/pip"
+    rm -f "$CACHE"/bookworm-arm64-edge-tc-*.tar.gz  # the previous dependency set
+    tar -C "$root" --exclude=./opt/edge-tc/src -czf "$INSTALLED.tmp" . && mv "$INSTALLED.tmp" "$INSTALLED"
+    mount --bind "$CACHE/pip" "$root/root/.cache/pip"
+fi
 T2=$(stamp)
 say "installed in $((T2 - T1)) s"
 
