@@ -684,7 +684,7 @@ def foreign_runtime(bundle: Bundle, config: TensorRtConfig) -> tuple[str, dict[s
     through pycuda, Python 3.6: JetPack 4.6), and what it needs to pick, build or load a plan."""
     if config.cuda == "cuda-python":
         raise EdgeTcError(
-            "engine.worker_python runs TensorRT through pycuda: set engine.cuda = \"auto\""
+            'engine.worker_python runs TensorRT through pycuda: set engine.cuda = "auto"'
         )
     if config.model:
         raise EdgeTcError("engine.worker_python: engine.model is not supported; use precision")

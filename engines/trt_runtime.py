@@ -68,6 +68,10 @@ def build_plan(trt, onnx, input_name, input_dims, precision, batch_profile, work
     return bytes(plan)
 
 
+def pycuda_version():
+    return getattr(sys.modules.get("pycuda"), "VERSION_TEXT", "?")
+
+
 def write_atomic(path, data):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=os.path.dirname(path))
@@ -195,9 +199,7 @@ class PlanRuntime:
                 "precision": c["precision"],
                 "device": "cuda:{} {}".format(c["gpu"], self.device_name),
                 "model_file": os.path.basename(self.plan_path),
-                "runtime": "tensorrt {} (binding API, pycuda {}, plan from {})".format(
-                    self.trt.__version__, getattr(sys.modules.get("pycuda"), "VERSION_TEXT", "?"), self.source
-                ),
+                "runtime": f"tensorrt {self.trt.__version__} (binding API, pycuda {pycuda_version()}, plan from {self.source})",
                 "threads": 0,
                 "memory": {"device": int(memory)},
             },
