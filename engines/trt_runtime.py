@@ -199,7 +199,10 @@ class PlanRuntime:
                 "precision": c["precision"],
                 "device": "cuda:{} {}".format(c["gpu"], self.device_name),
                 "model_file": os.path.basename(self.plan_path),
-                "runtime": f"tensorrt {self.trt.__version__} (binding API, pycuda {pycuda_version()}, plan from {self.source})",
+                "runtime": (
+                    f"tensorrt {self.trt.__version__} (binding API, pycuda {pycuda_version()}, "
+                    f"plan from {self.source})"
+                ),
                 "threads": 0,
                 "memory": {"device": int(memory)},
             },
