@@ -85,6 +85,7 @@ class _Worker:
             raise EngineWorkerError(f"cannot start the engine worker {argv[0]}: {exc}") from exc
         os.close(to_worker_r)
         os.close(from_worker_w)
+        self._pending = b""
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._from_worker, selectors.EVENT_READ)
         self._closed = False
@@ -111,15 +112,12 @@ class _Worker:
     def receive(self, timeout_s: float, doing: str) -> dict[str, Any]:
         """The next answer within `timeout_s`; EngineWorkerError if it died or is late."""
         deadline = time.monotonic() + timeout_s
-        head = self._read(protocol.HEADER.size, deadline, doing, timeout_s)
-        (length,) = protocol.HEADER.unpack(head)
-        body = self._read(length, deadline, doing, timeout_s)
-        answer: dict[str, Any] = json.loads(body.decode("utf-8"))
-        return answer
-
-    def _read(self, n: int, deadline: float, doing: str, timeout_s: float) -> bytes:
-        parts: list[bytes] = []
-        while n:
+        buffer, self._pending = self._pending, b""
+        while True:
+            answer, rest = protocol.split_message(buffer)
+            if answer is not None:
+                self._pending = rest
+                return dict(answer)
             left = deadline - time.monotonic()
             if left <= 0 or not self._selector.select(left):
                 self.kill()
@@ -127,12 +125,10 @@ class _Worker:
                     f"engine worker (pid {self.pid}) missed its deadline of "
                     f"{timeout_s * 1e3:.0f} ms {doing}; killed"
                 )
-            data = os.read(self._from_worker, n)
+            data = os.read(self._from_worker, protocol.READ_SIZE)
             if not data:
                 raise self._died(doing)
-            parts.append(data)
-            n -= len(data)
-        return b"".join(parts)
+            buffer += data
 
     def _died(self, doing: str) -> EngineWorkerError:
         try:

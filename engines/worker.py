@@ -50,30 +50,39 @@ ALIGN = 64
 # ------------------------------------------------------------------------------------ messages
 
 
-def read_exact(fd, n):
-    """n bytes from fd; b"" when the other end closed before any byte came."""
-    parts = []
-    left = n
-    while left:
-        data = os.read(fd, left)
-        if not data:
-            if left == n:
-                return b""
-            raise EOFError("pipe closed in the middle of a message")
-        parts.append(data)
-        left -= len(data)
-    return b"".join(parts)
+READ_SIZE = 1 << 16
+_pending = {}  # type: dict[int, bytes]
+"""fd -> bytes read past the last whole message (the protocol alternates, so normally none)."""
+
+
+def split_message(buffer):
+    """(message, rest) when `buffer` starts with a whole message, else (None, buffer)."""
+    if len(buffer) < HEADER.size:
+        return None, buffer
+    (length,) = HEADER.unpack_from(buffer)
+    if length > MAX_MESSAGE:
+        raise ValueError(f"message of {length} bytes: not our protocol")
+    end = HEADER.size + length
+    if len(buffer) < end:
+        return None, buffer
+    return json.loads(bytes(buffer[HEADER.size : end]).decode("utf-8")), buffer[end:]
 
 
 def receive(fd):
-    """The next message, or None when the other end closed the pipe."""
-    head = read_exact(fd, HEADER.size)
-    if not head:
-        return None
-    (length,) = HEADER.unpack(head)
-    if length > MAX_MESSAGE:
-        raise ValueError(f"message of {length} bytes: not our protocol")
-    return json.loads(read_exact(fd, length).decode("utf-8"))
+    """The next message, or None when the other end closed the pipe (one read, usually)."""
+    buffer = _pending.pop(fd, b"")
+    while True:
+        message, rest = split_message(buffer)
+        if message is not None:
+            if rest:
+                _pending[fd] = rest
+            return message
+        data = os.read(fd, READ_SIZE)
+        if not data:
+            if buffer:
+                raise EOFError("pipe closed in the middle of a message")
+            return None
+        buffer += data
 
 
 def send(fd, message):
