@@ -91,6 +91,16 @@ class Feed:
         self.sent_messages += 1
         self.sent_samples += samples
 
+    def send_oversized(self, limit: int) -> None:
+        """A message over max_message_bytes: libzmq (ZMQ_MAXMSGSIZE) refuses it before it is
+        buffered and closes the connection; wait until the daemon has subscribed again."""
+        self.feeder.send(b"\x00" * (limit + 8))
+        while True:
+            assert self.feeder.poll(10_000), "the daemon did not subscribe again"
+            if self.feeder.recv()[:1] == b"\x01":
+                break
+        time.sleep(0.05)
+
     def send_iq(self, chunks: list[np.ndarray]) -> tuple[int, int]:
         """Send chunks; return the sample range [first, end) they occupy in the stream."""
         first = self.sent_samples
@@ -288,7 +298,7 @@ def test_every_malformed_message_is_counted_under_its_own_reason(caplog):
         feed.send(b"\x01\x02\x03\x04\x05", 0)  # odd_bytes, less than one sample
         feed.send([payload, b"iq"], good[0].size)  # frames swapped: the payload is not last
         feed.send([b"iq", payload, b"\x00" * 8], good[0].size + 1)  # a third frame
-        feed.send(b"\x00" * ((1 << 20) + 8), ((1 << 20) + 8) // 8)  # over max_message_bytes
+        feed.send_oversized(1 << 20)
         after = feed.send_iq(good)
         feed.send_iq(good[:2])
         feed.settle()
@@ -303,3 +313,22 @@ def test_every_malformed_message_is_counted_under_its_own_reason(caplog):
         )
     assert "dropped 0 samples" not in caplog.text
     assert "dropped a 5-byte message, 0 samples' worth, (odd_bytes)" in caplog.text
+
+
+def test_max_message_bytes_bounds_what_libzmq_buffers():
+    """ZMQ_MAXMSGSIZE is max_message_bytes: a 64 MiB message never reaches the daemon's memory;
+    the connection libzmq closes for it is re-opened, the message counted, detection goes on."""
+    good = traffic(0.12, seed=3)
+    with running({"max_message_bytes": 1 << 20}) as feed:
+        d = feed.daemon
+        clean = feed.send_iq(good)
+        wait_until(lambda: d.source.messages >= feed.sent_messages)
+        sock = d.source._socket  # type: ignore[attr-defined]
+        assert sock.getsockopt(zmq.MAXMSGSIZE) == 1 << 20
+        feed.send_oversized(64 << 20)
+        after = feed.send_iq(good)
+        feed.send_iq(good[:2])
+        feed.settle()
+        assert_recovers(feed, clean, after)
+        assert value(d, "edgetc_source_dropped_messages_total", reason="oversized") == 1
+        assert value(d, "edgetc_source_reconnects_total") >= 1

@@ -15,7 +15,11 @@ reason (one message, and its bytes' worth of samples), never raised: "oversized"
 `max_message_bytes`), "odd_bytes" (not a whole number of samples), "bad_frames" (not `[payload]`
 or `[key, payload]` with a key of at most `MAX_KEY_BYTES`: frames swapped, extra frames),
 "bad_tag_header" (pass_tags set and the header is missing or malformed). Its samples still
-advance the sample index and the next chunk is flagged `discontinuity`.
+advance the sample index and the next chunk is flagged `discontinuity`. `max_message_bytes` is
+also ZMQ_MAXMSGSIZE, so libzmq refuses a larger message before buffering it: it closes that
+connection instead, which in "connect" mode it never retries; the source then counts one
+"oversized" message (0 samples: its size is unknown), re-opens the socket and counts a
+reconnect. In "bind" mode the producer reconnects by itself (counted as a reconnect only).
 
 Non-finite samples (NaN/Inf in I or Q) are counted as "nonfinite" and passed on as they are:
 the assembler ends the packet in progress at them and skips them (no packet spans them; zeroed
@@ -54,6 +58,9 @@ FORMAT_ALIASES = {"cf32": "cf32_le", "ci16": "ci16_le"}
 
 MAX_KEY_BYTES = 255
 """The longest first frame taken as a gr-zeromq sink `key` of a `[key, payload]` message."""
+
+DEAD_S = 0.2
+"""A connect-mode connection closed without a retry this long after is dead (see _revive)."""
 
 JOIN_SAMPLES = 65536
 """Queued messages are joined into chunks of up to this many samples (3.3 ms at 20 Msps)."""
@@ -217,6 +224,7 @@ class ZmqSource(Source):
         self._held: Chunk | None = None  # received while joining, but not contiguous
         self._peers = 0  # connections up now
         self._ever_connected = False
+        self._dropped_at: float | None = None  # a connection closed and not being retried
         self.messages = 0
         """Messages received (used or dropped)."""
 
@@ -237,10 +245,16 @@ class ZmqSource(Source):
         sock = self._context.socket(kind)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.RCVHWM, c.rcvhwm)
+        # libzmq buffers a whole message before handing it over: only it can refuse one too
+        # large before it takes the memory (it then closes that connection; see read())
+        sock.setsockopt(zmq.MAXMSGSIZE, c.max_message_bytes)
         sock.setsockopt(zmq.RECONNECT_IVL, c.reconnect_ivl_ms)
         if c.socket == "sub":
             sock.setsockopt(zmq.SUBSCRIBE, c.subscribe.encode())
-        watch = zmq.EVENT_CONNECTED | zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED
+        watch = (
+            zmq.EVENT_CONNECTED | zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED
+            | zmq.EVENT_CONNECT_RETRIED
+        )  # fmt: skip
         self._monitor = sock.get_monitor_socket(watch)
         self._socket = sock
         try:
@@ -257,6 +271,7 @@ class ZmqSource(Source):
         self._next_offset = None
         self._peers = 0
         self._ever_connected = False
+        self._dropped_at = None
         self._discontinuity = self._next_index > 0  # re-opened: samples were missed meanwhile
 
     @property
@@ -280,6 +295,9 @@ class ZmqSource(Source):
             ready = dict(self._poller.poll(remaining_ms))
             if self._monitor in ready:
                 self._read_monitor()
+            if self._dropped_at is not None and time.monotonic() - self._dropped_at > DEAD_S:
+                self._revive()
+                continue
             if self._socket in ready:
                 try:
                     frames = self._socket.recv_multipart(zmq.NOBLOCK, copy=False)
@@ -337,6 +355,22 @@ class ZmqSource(Source):
             elif kind == zmq.EVENT_DISCONNECTED:
                 self._peers = max(0, self._peers - 1)
                 self._discontinuity = True
+                if self.config.mode == "connect":
+                    self._dropped_at = time.monotonic()
+            if kind in (zmq.EVENT_CONNECT_RETRIED, zmq.EVENT_CONNECTED):
+                self._dropped_at = None
+
+    def _revive(self) -> None:
+        """A connection libzmq closed for good: a protocol error, in practice a message over
+        ZMQ_MAXMSGSIZE (a peer that went away is retried at once, CONNECT_RETRIED). Counted as
+        one oversized message (its size unknown), and the socket is opened afresh."""
+        self.events.dropped("oversized", 0, messages=1)
+        index = self._next_index
+        self.close()
+        self.open()
+        self._next_index = index
+        self._discontinuity = True
+        self.events.reconnected()
 
     def _drop(self, reason: str, nbytes: int) -> None:
         samples = nbytes // self._sample_bytes
