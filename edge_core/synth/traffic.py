@@ -235,8 +235,9 @@ def data_spec(
             lengths.pop()
         psdu = ampdu_length(lengths)  # HT data is always sent as an A-MPDU in practice
         return PacketSpec(
-            phy, "data", app, "qos_data", psdu, float(mcs), short_gi=bool(rng.random() < 0.5)
-        )
+            phy, "data", app, "qos_data", psdu, float(mcs), short_gi=bool(rng.random() < 0.5),
+            mpdu_lengths=tuple(lengths), uplink=not downlink,
+        )  # fmt: skip
     length = app_frame_length(app, rng, downlink)
     if app == "none" and rng.random() < 0.3:
         length = 28  # null data frame (power-save signalling): header 24 + FCS 4
