@@ -50,8 +50,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy.special import gammaincinv
 
-from edge_core.errors import ConfigError
 from edge_core.schema import INPUT_LENGTH, SAMPLE_RATE_HZ
+from edge_core.typed_config import ConfigProblems
 
 SIFS_S = 16e-6
 STF_PERIOD_S = 0.8e-6  # L-STF: ten 0.8 us short symbols
@@ -88,11 +88,19 @@ class AssemblerConfig:
     noise_floor_max_power: float = 1e20
 
     def __post_init__(self) -> None:
-        def bad(name: str, why: str) -> ConfigError:
-            return ConfigError(f"assembler.{name}: {why}, got {getattr(self, name)!r}")
+        found = self.problems()
+        if found:
+            raise ConfigProblems([f"assembler.{key}: {why}" for key, why in found])
+
+    def problems(self) -> list[tuple[str, str]]:
+        """(key, message) for every impossible value, all of them."""
+        out: list[tuple[str, str]] = []
+
+        def bad(name: str, why: str) -> None:
+            out.append((name, f"{why}, got {getattr(self, name)!r}"))
 
         if not self.sample_rate_hz > 0:
-            raise bad("sample_rate_hz", "must be > 0")
+            bad("sample_rate_hz", "must be > 0")
         for name in (
             "window_samples",
             "hangover_samples",
@@ -102,38 +110,39 @@ class AssemblerConfig:
             "noise_floor_update_samples",
         ):
             if int(getattr(self, name)) < 1:
-                raise bad(name, "must be >= 1")
+                bad(name, "must be >= 1")
         if self.pre_trigger_samples < 0:
-            raise bad("pre_trigger_samples", "must be >= 0")
+            bad("pre_trigger_samples", "must be >= 0")
         if self.end_threshold_db > self.threshold_db:
-            raise bad("end_threshold_db", f"must be <= threshold_db ({self.threshold_db})")
+            bad("end_threshold_db", f"must be <= threshold_db ({self.threshold_db})")
         if self.end_threshold_db <= 0:
-            raise bad("end_threshold_db", "must be > 0 dB above the noise floor")
+            bad("end_threshold_db", "must be > 0 dB above the noise floor")
         if self.max_packet_samples < self.min_packet_samples:
-            raise bad("max_packet_samples", "must be >= min_packet_samples")
+            bad("max_packet_samples", "must be >= min_packet_samples")
         sifs = SIFS_S * self.sample_rate_hz
         if self.hangover_samples + self.window_samples >= sifs:
-            raise bad(
+            bad(
                 "hangover_samples",
                 f"hangover + window must stay below SIFS ({sifs:.0f} samples) or a frame and "
                 "its ACK merge",
             )
         if not 0 < self.noise_floor_percentile < 100:
-            raise bad("noise_floor_percentile", "must be in (0, 100)")
+            bad("noise_floor_percentile", "must be in (0, 100)")
         if not 0 < self.noise_floor_alpha <= 1:
-            raise bad("noise_floor_alpha", "must be in (0, 1]")
+            bad("noise_floor_alpha", "must be in (0, 1]")
         if self.noise_floor_power is not None and not self.noise_floor_power > 0:
-            raise bad("noise_floor_power", "must be > 0")
+            bad("noise_floor_power", "must be > 0")
         if not 0 < self.stf_min_correlation < 1:
-            raise bad("stf_min_correlation", "must be in (0, 1)")
+            bad("stf_min_correlation", "must be in (0, 1)")
         if not 0 < self.max_sample_magnitude <= 1e15:
-            raise bad("max_sample_magnitude", "must be in (0, 1e15] (float32 powers overflow)")
+            bad("max_sample_magnitude", "must be in (0, 1e15] (float32 powers overflow)")
         if not 0 < self.noise_floor_min_power < self.noise_floor_max_power <= 1e30:
-            raise bad(
+            bad(
                 "noise_floor_min_power",
                 f"want 0 < noise_floor_min_power < noise_floor_max_power "
                 f"({self.noise_floor_max_power!r}) <= 1e30",
             )
+        return out
 
 
 @dataclass(eq=False)

@@ -24,6 +24,7 @@ import numpy as np
 
 from edge_core.errors import ModelError
 from edge_core.schema import INPUT_LENGTH, TASK_BY_NAME, TASK_NAMES, check_schema
+from edge_core.typed_config import load_nested
 
 MANIFEST_NAME = "manifest.json"
 BUNDLE_FORMAT = "edge-tc-bundle"
@@ -385,11 +386,13 @@ def load_manifest(directory: str | Path) -> Bundle:
     path = directory / MANIFEST_NAME
     try:
         with open(path, encoding="utf-8") as f:
-            manifest = json.load(f)
+            manifest = load_nested(lambda: json.load(f), str(path))
     except FileNotFoundError:
         raise ModelError(f"{path}: no manifest; is {directory} a model bundle?") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ModelError(f"{path}: not valid JSON: {exc}") from exc
+    except ValueError as exc:  # nested too deeply
+        raise ModelError(str(exc)) from None
     c = _Checker(path)
     c.keys(manifest, "manifest", _TOP_KEYS, _TOP_OPTIONAL)
     c.string(manifest, "format", "manifest", (BUNDLE_FORMAT,))

@@ -21,6 +21,40 @@ from typing import Any, ClassVar, Literal, TypeVar
 from edge_core.errors import ConfigError
 
 _C = TypeVar("_C", bound="TypedConfig")
+C_INT_MIN, C_INT_MAX = -(2**31), 2**31 - 1
+MAX_NESTING = 64
+"""Deepest nesting of tables/arrays a config, manifest or SigMF metadata file may have."""
+
+
+def nesting_depth(obj: Any, limit: int = MAX_NESTING) -> int:
+    """How deeply dicts/lists nest in `obj` (a scalar: 0), counted without recursion; stops
+    counting once past `limit`."""
+    deepest, stack = 0, [(obj, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, Mapping):
+            children: Any = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            return deepest
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def load_nested(load: Any, what: str, limit: int = MAX_NESTING) -> Any:
+    """`load()` (a JSON/TOML parser call), with nesting beyond `limit` (or beyond what the
+    parser's recursion can take) raised as ValueError('<what>: nested deeper than N levels')."""
+    try:
+        doc = load()
+    except RecursionError:
+        raise ValueError(f"{what}: nested deeper than {limit} levels") from None
+    if nesting_depth(doc, limit) > limit:
+        raise ValueError(f"{what}: nested deeper than {limit} levels")
+    return doc
 
 
 class ConfigProblems(ConfigError):
@@ -41,6 +75,9 @@ class TypedConfig:
 
     errors: ClassVar[type[ConfigProblems]] = ConfigProblems
     section: ClassVar[str] = ""
+    c_int_fields: ClassVar[tuple[str, ...]] = ()
+    """Integer fields handed to a C API that takes a C int (a ZeroMQ socket option): values
+    beyond it are problems here, not an OverflowError traceback at `run`."""
 
     def problems(self) -> list[tuple[str, str]]:
         """(key, message) for each impossible value; subclasses extend it."""
@@ -64,6 +101,7 @@ class TypedConfig:
         known = {f.name for f in fields(cls)}
         problems = [f"{_join(path, key)}: unknown key" for key in data if key not in known]
         values: dict[str, Any] = {}
+        bad: set[str] = set()
         for key in [f.name for f in fields(cls) if f.name in data]:
             sub = _join(path, key)
             nested = _nested_type(hints[key])
@@ -73,8 +111,13 @@ class TypedConfig:
                 values[key] = sub_config
                 continue
             message = _type_problem(hints[key], data[key])
+            if not message and key in cls.c_int_fields and not C_INT_MIN <= data[key] <= C_INT_MAX:
+                message = f"want at most {C_INT_MAX} (a C int), got {data[key]}"
+                if data[key] < C_INT_MIN:
+                    message = f"want at least {C_INT_MIN} (a C int), got {data[key]}"
             if message:
                 problems.append(f"{sub}: {message}")
+                bad.add(key)
             else:
                 values[key] = tuple(data[key]) if isinstance(data[key], list) else data[key]
         missing = [
@@ -84,6 +127,15 @@ class TypedConfig:
         ]
         problems += [f"{_join(path, key)}: missing" for key in missing]
         if problems:
+            values = {k: v for k, v in values.items() if v is not None}  # bad sub-tables
+            if not missing:  # the section's other values are still checked (defaults for bad)
+                try:
+                    partial = cls(**values)
+                except (ConfigError, TypeError, ValueError):
+                    partial = None
+                if partial is not None:
+                    later = [(k, m) for k, m in partial.problems() if k not in bad]
+                    problems += [f"{_join(path, k)}: {m}" for k, m in later]
             return problems, None
         config = cls(**values)
         return [f"{_join(path, key)}: {message}" for key, message in config.problems()], config
@@ -144,4 +196,11 @@ def _type_problem(hint: Any, value: Any) -> str | None:
     raise TypeError(f"config field type {hint!r} is not supported")
 
 
-__all__ = ["ConfigProblems", "TypedConfig"]
+__all__ = [
+    "C_INT_MAX",
+    "MAX_NESTING",
+    "ConfigProblems",
+    "TypedConfig",
+    "load_nested",
+    "nesting_depth",
+]

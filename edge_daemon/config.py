@@ -29,7 +29,7 @@ from typing import Any, Literal
 from edge_core.assembler import AssemblerConfig
 from edge_core.bundle import MANIFEST_NAME, load_manifest
 from edge_core.errors import ConfigError, ModelError
-from edge_core.typed_config import ConfigProblems, TypedConfig
+from edge_core.typed_config import ConfigProblems, TypedConfig, load_nested
 from edge_daemon.batcher import BatcherConfig
 from edge_daemon.metrics import MetricsConfig
 from edge_daemon.power import PowerConfig
@@ -43,6 +43,10 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+QUEUED_PACKET_BYTES = 25_800
+"""Memory of one queued packet: its (2, 3000) float32 model input and the bookkeeping."""
+MAX_QUEUE_BYTES = 4 * 2**30
+"""The most a full `batcher.queue_size` may take (an edge device has a few GiB in all)."""
 PacketGain = Literal["bundle", "unit_rms", "none"]
 """How packets are scaled before the engine (`pipeline.packets_to_batch`)."""
 
@@ -82,7 +86,11 @@ def assembler_config_from_dict(data: Any, path: str = "assembler") -> AssemblerC
     values = {k: getattr(table, k) for k in _ASSEMBLER_KEYS}
     try:
         return AssemblerConfig(**values)
-    except ConfigError as exc:  # "assembler.<key>: why": the first impossible value
+    except ConfigProblems as exc:  # "assembler.<key>: why", every impossible value
+        raise ConfigProblems(
+            [p.replace("assembler.", f"{path}.", 1) for p in exc.problems]
+        ) from None
+    except ConfigError as exc:
         raise ConfigProblems([str(exc).replace("assembler.", f"{path}.", 1)]) from None
 
 
@@ -117,6 +125,14 @@ class DaemonConfig(TypedConfig):
             )
         if not 0 < self.source_reopen_max_s <= 600:
             out.append(("source_reopen_max_s", f"want 0..600 s, got {self.source_reopen_max_s}"))
+        need = self.batcher.queue_size * QUEUED_PACKET_BYTES
+        if need > MAX_QUEUE_BYTES:
+            out.append((
+                "batcher.queue_size",
+                f"{self.batcher.queue_size} queued packets need about {need / 2**30:.1f} GiB "
+                f"(about {QUEUED_PACKET_BYTES / 1e3:.1f} KB each); want at most "
+                f"{MAX_QUEUE_BYTES // QUEUED_PACKET_BYTES} ({MAX_QUEUE_BYTES / 2**30:.0f} GiB)",
+            ))  # fmt: skip
         return out
 
     @classmethod
@@ -199,11 +215,18 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
         with path.open("rb") as f:
-            return tomllib.load(f)
+            data = f.read()
+        return load_nested(lambda: tomllib.loads(data.decode("utf-8")), str(path))
     except FileNotFoundError:
         raise ConfigProblems([f"{path}: no such file"]) from None
+    except IsADirectoryError:
+        raise ConfigProblems([f"{path}: a directory, not a config file"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigProblems([f"{path}: not UTF-8 text: {exc}"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigProblems([f"{path}: not valid TOML: {exc}"]) from None
+    except ValueError as exc:  # nested too deeply
+        raise ConfigProblems([str(exc)]) from None
 
 
 def load_config(
@@ -236,17 +259,42 @@ def load_config(
 
 
 def file_problems(config: DaemonConfig) -> list[str]:
-    """What the file system says about the config: the bundle must be a bundle directory."""
+    """What the file system says about the config, every problem: the bundle must be a bundle
+    directory (manifest keys and every file's sha256, as `run` checks before loading), and the
+    CurveZMQ key file and allow-list directory, when set, must be readable."""
+    return _bundle_problems(config) + _curve_problems(config)
+
+
+def _bundle_problems(config: DaemonConfig) -> list[str]:
     if not config.bundle:
         return ["bundle: missing (a model bundle directory)"]
     manifest = Path(config.bundle) / MANIFEST_NAME
     if not manifest.is_file():
         return [f"bundle: {config.bundle!r} has no {MANIFEST_NAME} (not a model bundle)"]
-    try:  # the manifest's keys and every file's sha256, as `run` checks before loading
+    try:
         load_manifest(config.bundle)
     except ModelError as exc:
         return [f"bundle: {exc}"]
     return []
+
+
+def _curve_problems(config: DaemonConfig) -> list[str]:
+    p = config.publisher
+    out = []
+    if p.curve_secret_key_file:
+        key = Path(p.curve_secret_key_file)
+        if not key.is_file():
+            out.append(f"publisher.curve_secret_key_file: {key} does not exist or is no file")
+        else:
+            try:
+                key.read_bytes()
+            except OSError as exc:
+                out.append(f"publisher.curve_secret_key_file: cannot read {key}: {exc}")
+    if p.curve_authorized_keys_dir and not Path(p.curve_authorized_keys_dir).is_dir():
+        out.append(
+            f"publisher.curve_authorized_keys_dir: {p.curve_authorized_keys_dir} is no directory"
+        )
+    return out
 
 
 __all__ = [

@@ -49,6 +49,7 @@ class PublisherConfig(TypedConfig):
     """
 
     section: ClassVar[str] = "publisher"
+    c_int_fields: ClassVar[tuple[str, ...]] = ("sndhwm",)
     bind: str = "tcp://127.0.0.1:5556"
     format: Literal["json", "msgpack"] = "json"
     topics: tuple[str, ...] = (TOPIC_ALL,)

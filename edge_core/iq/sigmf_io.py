@@ -26,6 +26,7 @@ from sigmf.sigmffile import get_dataset_filename_from_metadata, get_sigmf_filena
 from edge_core import __version__
 from edge_core.errors import IQFormatError, SourceError
 from edge_core.iq import formats
+from edge_core.typed_config import load_nested
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +225,7 @@ class Recording:
 def _load_json(meta_path: Path) -> dict[str, Any]:
     try:
         with open(meta_path, encoding="utf-8") as f:
-            doc = json.load(f)
+            doc = load_nested(lambda: json.load(f), str(meta_path))
     except FileNotFoundError:
         raise SourceError(f"{meta_path}: SigMF metadata file not found") from None
     except json.JSONDecodeError as exc:
@@ -235,6 +236,8 @@ def _load_json(meta_path: Path) -> dict[str, Any]:
         raise IQFormatError(f"{meta_path}: not UTF-8 text: {exc}") from exc
     except OSError as exc:
         raise SourceError(f"{meta_path}: cannot read: {exc}") from exc
+    except ValueError as exc:  # nested too deeply
+        raise IQFormatError(str(exc)) from None
     if not isinstance(doc, dict):
         raise IQFormatError(f"{meta_path}: top level is {type(doc).__name__}, not a JSON object")
     return doc

@@ -35,7 +35,7 @@ from __future__ import annotations
 import struct
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
@@ -154,6 +154,7 @@ class ZmqSourceConfig(SourceConfig):
     a lost connection is retried (ZMQ_RECONNECT_IVL).
     """
 
+    c_int_fields: ClassVar[tuple[str, ...]] = ("rcvhwm", "reconnect_ivl_ms")
     type: Literal["zmq"] = "zmq"
     address: str = "tcp://127.0.0.1:5555"
     socket: Literal["sub", "pull"] = "sub"
