@@ -96,7 +96,12 @@ class _Worker:
             raise
         if not hello.get("ok"):
             self.kill()
-            raise EngineWorkerError(f"engine worker: {hello.get('error')}")
+            # the runtime's own message, as in-process loading gives it; a bad model file stays
+            # a ModelError (every other kind: EdgeTcError, an unavailable runtime, a bug)
+            kind, message = hello.get("kind"), str(hello.get("error"))
+            if kind == "ModelError":
+                raise ModelError(message)
+            raise EngineWorkerError(message if kind == "EdgeTcError" else f"{kind}: {message}")
         self.describe: dict[str, Any] = hello["describe"]
 
     @property

@@ -11,7 +11,8 @@ Protocol, over two pipes (file descriptors given on the command line): each mess
 
 * worker -> parent, once the runtime is loaded: `{"ok": true, "describe": {...}}` (input
   tensor, largest batch, output tensors, engine info; see `Runtime.describe`), or
-  `{"ok": false, "error": "..."}` and exit 1.
+  `{"ok": false, "error": "...", "kind": "ModelError"}` (the exception's text and class name)
+  and exit 1.
 * parent -> worker `{"op": "attach", "input": PATH, "output": PATH}`: the two shared-memory
   files (`/dev/shm/<name>` of a `multiprocessing.shared_memory.SharedMemory`), mapped here with
   mmap (Python 3.6 has no `multiprocessing.shared_memory`).
@@ -254,7 +255,7 @@ def main(argv=None):
         hello = {"ok": True, "describe": runtime.describe()}
     except Exception as exc:
         traceback.print_exc()
-        send(args.write_fd, {"ok": False, "error": f"{type(exc).__name__}: {exc}"})
+        send(args.write_fd, {"ok": False, "error": str(exc), "kind": type(exc).__name__})
         return 1
     send(args.write_fd, hello)
     try:

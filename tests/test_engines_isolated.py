@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_core.errors import ConfigError
+from edge_core.errors import ConfigError, ModelError
 from edge_daemon.config import DaemonConfig
 from edge_daemon.pipeline import Daemon
 from engines.base import load
-from engines.isolated import EngineWorkerError, IsolatedEngine
+from engines.isolated import IsolatedEngine
 
 pytestmark = pytest.mark.timeout(240)
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,8 +103,14 @@ def test_process_engine_gives_the_in_process_results_through_shared_memory():
 
 
 def test_a_worker_that_cannot_load_reports_the_runtimes_error(tmp_path):
-    with pytest.raises(EngineWorkerError, match=r"no model file 'missing\.onnx'"):
-        load(BUNDLE, {"type": "onnxruntime", "isolation": "process", "model": "missing.onnx"})
+    # the same exception and message as loading in the daemon's own process
+    config = {"type": "onnxruntime", "model": "missing.onnx"}
+    with pytest.raises(ModelError) as inline:
+        load(BUNDLE, config)
+    with pytest.raises(ModelError) as isolated:
+        load(BUNDLE, {**config, "isolation": "process"})
+    assert str(isolated.value) == str(inline.value)
+    assert "no model file 'missing.onnx'" in str(isolated.value)
 
 
 def test_daemon_survives_a_sigsegv_in_the_engine_worker_and_counts_every_packet():
