@@ -272,14 +272,18 @@ class IsolatedEngine(Engine):
             )
         try:
             worker = _Worker(self._argv, self._env, self.start_timeout_s)
+        except EdgeTcError as exc:
+            self._down(str(exc))
+            raise
+        try:
             if worker.describe["model_file"] != self.info.model_file:
-                worker.kill()
                 raise ModelError(
                     f"restarted engine worker runs {worker.describe['model_file']}, "
                     f"not {self.info.model_file}"
                 )
             self._attach(worker)
         except EdgeTcError as exc:
+            worker.kill()
             self._down(str(exc))
             raise
         self.restarts += 1
