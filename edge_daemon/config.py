@@ -262,7 +262,24 @@ def file_problems(config: DaemonConfig) -> list[str]:
     """What the file system says about the config, every problem: the bundle must be a bundle
     directory (manifest keys and every file's sha256, as `run` checks before loading), and the
     CurveZMQ key file and allow-list directory, when set, must be readable."""
-    return _bundle_problems(config) + _curve_problems(config)
+    return _bundle_problems(config) + _curve_problems(config) + _recording_problems(config)
+
+
+def _recording_problems(config: DaemonConfig) -> list[str]:
+    """A SigMF recording to replay must open (metadata, datatype, data size), as `run` needs:
+    a malformed one is a config error (exit 2), never a source retried forever."""
+    source = config.source
+    path = getattr(source, "path", None)
+    if source is None or source.type != "sigmf" or not isinstance(path, str) or not path:
+        return []
+    from edge_core.errors import EdgeTcError
+    from edge_core.iq.sigmf_io import open_recording
+
+    try:
+        open_recording(path)
+    except EdgeTcError as exc:
+        return [f"source.path: {exc}"]
+    return []
 
 
 def _bundle_problems(config: DaemonConfig) -> list[str]:

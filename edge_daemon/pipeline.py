@@ -38,7 +38,7 @@ from prometheus_client import CollectorRegistry
 
 from edge_core.assembler import Packet, PacketAssembler
 from edge_core.bundle import load_manifest
-from edge_core.errors import ConfigError, EdgeTcError, SourceError
+from edge_core.errors import ConfigError, EdgeTcError, IQFormatError, SourceError
 from edge_core.schema import INPUT_LENGTH, TASK_BY_NAME
 from edge_daemon.batcher import DynamicBatcher
 from edge_daemon.config import DaemonConfig, PacketGain
@@ -345,6 +345,8 @@ class Daemon:
                 if not is_open:
                     try:
                         source.open()
+                    except IQFormatError:  # a malformed recording does not heal: stop (exit 1)
+                        raise
                     except SourceError as exc:
                         log.warning("source unavailable: %s; retrying in %.1f s", exc, backoff)
                         stop.wait(backoff)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edge_core.cli import main
@@ -98,3 +99,62 @@ def test_deeply_nested_sigmf_meta_is_a_clear_error(tmp_path):
     (tmp_path / "rec.sigmf-data").write_bytes(b"\x00" * 64)
     with pytest.raises(EdgeTcError, match="nested"):
         sigmf_io.open_recording(meta)
+
+
+@needs_bundle
+@pytest.mark.parametrize("meta", ["{not json", '{"global": {}, "captures": [], "annotations": []}'])
+def test_a_malformed_sigmf_recording_is_a_clear_error_not_retried(tmp_path, capsys, meta):
+    (tmp_path / "rec.sigmf-meta").write_text(meta)
+    (tmp_path / "rec.sigmf-data").write_bytes(b"\x00" * 64)
+    path = write(tmp_path, f'[source]\ntype = "sigmf"\npath = "{tmp_path}/rec"\n')
+    code, err = check(path, capsys)
+    assert code == 2 and "source.path:" in err and "rec.sigmf-meta" in err, err
+    assert main(["run", "--config", str(path), "--duration", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "source.path:" in err and "Traceback" not in err, err
+
+
+def test_a_recording_that_turns_malformed_stops_the_daemon_instead_of_retrying(tmp_path):
+    from edge_core.errors import IQFormatError
+    from edge_daemon.config import DaemonConfig
+    from edge_daemon.pipeline import Daemon
+    from edge_daemon.sources.base import NullEvents
+    from edge_daemon.sources.sigmf import SigMFSource, SigMFSourceConfig
+
+    (tmp_path / "rec.sigmf-meta").write_text("{not json")
+    config = DaemonConfig.from_dict(
+        {"source": {"type": "sigmf", "path": str(tmp_path / "rec")}, "packet_gain": "unit_rms",
+         "publisher": {"bind": "tcp://127.0.0.1:*"}, "metrics": {"enabled": False},
+         "power": {"type": "none"}}, "",
+    )  # fmt: skip
+    assert isinstance(config.source, SigMFSourceConfig)
+    with pytest.raises(IQFormatError):
+        SigMFSource(config.source, NullEvents()).open()
+    daemon = Daemon(config, engine_factory=StubEngine)  # type: ignore[arg-type]
+    daemon.start()
+    try:
+        assert daemon.stop_event.wait(10), "the daemon kept retrying a malformed recording"
+    finally:
+        daemon.stop()
+    assert daemon.failure is not None and "rec.sigmf-meta" in daemon.failure
+
+
+class StubEngine:
+    """What the daemon needs of an Engine (the model is not under test)."""
+
+    from engines.base import EngineInfo, InputSpec
+
+    info = EngineInfo("stub", "fp32", "cpu", "none", "none", 1)
+    input_spec = InputSpec("x", "NCW", ("n", 2, 3000), "float32", 64, False)
+
+    def infer(self, x):
+        from edge_core.schema import TASKS
+
+        return {t.name: np.full((len(x), t.num_classes), 1 / t.num_classes, np.float32)
+                for t in TASKS}  # fmt: skip
+
+    def warmup(self, batch: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
