@@ -56,6 +56,14 @@ def setup_logging(level: str = "info", stream: TextIO | None = None) -> logging.
     handler.setFormatter(JournalFormatter() if journal else LineFormatter())
     logger.addHandler(handler)
     logger.propagate = False
+    # warnings (numpy RuntimeWarnings, deprecations) as log lines in the same format, not
+    # bare stderr text outside it (journald would file them without a priority)
+    logging.captureWarnings(True)
+    py_warnings = logging.getLogger("py.warnings")
+    for old in list(py_warnings.handlers):
+        py_warnings.removeHandler(old)
+    py_warnings.addHandler(handler)
+    py_warnings.propagate = False
     return logger
 
 
