@@ -314,3 +314,21 @@ def test_cli_fit_by_session_then_evaluate_reports_baselines(dataset, tmp_path, c
                  str(dataset), "--split", "balanced", "--no-bound"]) == 0  # fmt: skip
     text = capsys.readouterr().out
     assert "majority" in text and "no information bound: --no-bound" in text
+
+
+def test_window_bound_sees_no_header_bits_and_only_the_window_of_the_duration(dataset):
+    """`bound_window`: no PSDU length or aggregation bit, duration clipped to the 150 us window."""
+    from train.baselines import WINDOW_US, bound_feature_sets, decoded_features
+
+    assert WINDOW_US == pytest.approx(150.0)
+    features = decoded_features(dataset)
+    window = bound_feature_sets(features, "app")["window"]
+    assert "length_bytes" not in window and "aggregated" not in window
+    assert "duration_us" not in window and "duration_in_window_us" in window
+    full, _ = features.columns(["duration_us"])
+    clipped, _ = features.columns(["duration_in_window_us"])
+    assert (full[:, 0] > WINDOW_US).any()  # long packets exist, and the window cuts them
+    np.testing.assert_allclose(clipped[:, 0], np.minimum(full[:, 0], WINDOW_US))
+    result = dataset_baselines(dataset, by="session", seed=3)
+    assert result["features"]["window"] == window
+    assert 0 <= result["tasks"]["app"]["balanced"]["bound_window"] <= 1

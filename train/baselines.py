@@ -13,6 +13,13 @@ For a labels table (and our dataset's `packets.csv`), per task:
   `HistGradientBoostingClassifier`) on what a receiver decodes per packet without a CNN: PHY
   format, rate/MCS, PSDU length, preamble, short GI, aggregation bit, duration, receive power
   and CFO estimate (`PHY_FEATURES`, those `packets.csv` has).
+* `bound_window`: the same classifier on what the model's 3000-sample window shows WITHOUT
+  decoding the bits of the L-SIG / HT-SIG / PLCP header (`WINDOW_FEATURES`): PHY format, rate
+  (the constellation), preamble, guard interval, receive power, CFO, and the packet's duration
+  only as far as the window reaches (150 us at 20 Msps). The PSDU length, the aggregation bit
+  and any duration past the window are there only as coded SIG bits, which a CNN would have to
+  learn to demodulate and Viterbi-decode; the gap between this bound and `bound_phy` is what
+  the length fields carry.
 * `bound_phy_mac`: the same with the clear MAC header added (`MAC_FEATURES`: frame subtype,
   To/From DS as `uplink`, MPDUs in the A-MPDU, QoS TID), when `packets.csv` has any of them.
 
@@ -33,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from edge_core.errors import IQFormatError
-from edge_core.schema import FRAME, TASK_BY_NAME, TASK_NAMES, TASKS
+from edge_core.schema import FRAME, INPUT_LENGTH, SAMPLE_RATE_HZ, TASK_BY_NAME, TASK_NAMES, TASKS
 from train.data import (
     PACKETS_CSV,
     balanced_subset,
@@ -59,6 +66,21 @@ PHY_FEATURES: tuple[str, ...] = (
 )
 """Per-packet fields a receiver decodes from the PHY header and the signal (L-SIG / HT-SIG /
 PLCP header, energy and CFO estimation), as `packets.csv` names them."""
+
+WINDOW_US = INPUT_LENGTH / SAMPLE_RATE_HZ * 1e6
+"""The model's window in microseconds (3000 samples at 20 Msps: 150 us)."""
+
+WINDOW_FEATURES: tuple[str, ...] = (
+    "phy_format",
+    "rate",
+    "preamble",
+    "short_gi",
+    "duration_in_window_us",
+    "rx_power_db",
+    "cfo_hz_est",
+)
+"""What the window shows without decoding header bits (`duration_in_window_us` is
+min(duration_us, WINDOW_US), derived from `duration_us`)."""
 
 MAC_FEATURES: tuple[str, ...] = ("subtype", "uplink", "n_mpdu", "tid")
 """Fields of the MAC header that WPA2 leaves in clear: Frame Control type/subtype, To/From DS
@@ -191,6 +213,10 @@ def decoded_features(directory: str | Path, labels: np.ndarray | None = None) ->
         names.append(name)
         parts.append(values)
         categorical.append(is_cat)
+    if "duration_us" in names:  # the part of the packet the model's window holds
+        names.append("duration_in_window_us")
+        parts.append(np.minimum(parts[names.index("duration_us")], WINDOW_US))
+        categorical.append(False)
     missing = tuple(c for c in (*PHY_FEATURES, *MAC_FEATURES) if c not in names)
     matrix = np.stack(parts, axis=1) if parts else np.empty((len(labels), 0))  # (N, F)
     return DecodedFeatures(tuple(names), matrix, tuple(categorical), missing, tuple(notes))
@@ -204,6 +230,11 @@ def bound_feature_sets(features: DecodedFeatures, task: str) -> dict[str, list[s
     if task == "phy" and derived:
         phy.remove("phy_format")
     sets = {"phy": phy}
+    window = [n for n in WINDOW_FEATURES if n in features.names]
+    if task == "phy" and derived and "phy_format" in window:
+        window.remove("phy_format")
+    if "duration_in_window_us" in window:
+        sets["window"] = window
     mac = [n for n in MAC_FEATURES if n in features.names]
     if mac:
         sets["phy_mac"] = phy + mac
@@ -410,6 +441,7 @@ def dataset_baselines(
         result["features"] = {
             "phy": bound_feature_sets(features, "app")["phy"],
             "phy_mac": bound_feature_sets(features, "app").get("phy_mac"),
+            "window": bound_feature_sets(features, "app").get("window"),
             "missing": list(features.missing),
             "notes": list(features.notes),
         }
@@ -423,6 +455,7 @@ def dataset_baselines(
 BASELINE_KEYS: tuple[tuple[str, str], ...] = (
     ("majority", "majority"),
     ("no_app_uniform", "no-app+uniform"),
+    ("bound_window", "bound window"),
     ("bound_phy", "bound PHY"),
     ("bound_phy_mac", "bound PHY+MAC"),
 )

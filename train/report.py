@@ -136,6 +136,7 @@ def _save(fig: Any, path: Path, plt: Any, epoch_axes: Sequence[Any] = ()) -> Pat
 _BASELINE_COLUMNS = (
     ("majority", "majority"),
     ("no_app_uniform", "no-app + uniform"),
+    ("bound_window", "bound window"),
     ("bound_phy", "bound PHY"),
     ("bound_phy_mac", "bound PHY+MAC"),
 )
