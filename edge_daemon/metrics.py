@@ -37,6 +37,9 @@ LOST_BURST_REASONS: tuple[str, ...] = ("break", "too_short")
 """Bursts the detector did not emit: a packet in progress at a break (discontinuity, corrupt
 samples, reset), or a burst shorter than `min_packet_samples` (noise, not a loss of a packet)."""
 
+FORMAT_CHECK_S = 0.01
+"""Stream time between two sample-format checks (three suspect checks in a row are reported)."""
+
 BATCH_SIZE_BUCKETS: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 _LATENCY_BASE_S: tuple[float, ...] = (
     0.00025, 0.0005, 0.001, 0.0015, 0.0025, 0.004, 0.005, 0.006, 0.0085,
@@ -143,6 +146,10 @@ class DaemonMetrics:
             "edgetc_detector_blind", "1 while the input carries signal above the noise floor "
             "but no packet has been detected for blind_after_s of stream", registry=r,
         )  # fmt: skip
+        self.source_format_suspect = Gauge(
+            "edgetc_source_format_suspect", "1 once the samples' statistics say the stream is "
+            "not in [source] sample_format (NaN/denormal share, a full-scale floor)", registry=r,
+        )  # fmt: skip
         self.detector_noise_floor_dbfs.set(float("nan"))
         self.detector_input_power_dbfs.set(float("nan"))
         for reason in SKIP_REASONS:
@@ -223,6 +230,11 @@ class DetectorHealth:
         self._energy = 0.0  # sum of |x|^2 of the finite samples since the last packet
         self.blind = False
         self._corrupt = 0  # corrupt samples in the current episode (0: input is valid)
+        self._format_every = int(FORMAT_CHECK_S * sample_rate_hz)
+        self._format_next = 0  # stream sample count at the next format check
+        self._format_strikes = 0
+        self._stream = 0  # samples seen
+        self.format_suspect: str | None = None
         metrics.detector_seconds_since_packet.set_function(lambda: clock() - self._last_packet)
 
     def update(self, assembler: PacketAssembler, samples: np.ndarray, packets: int) -> None:
@@ -255,6 +267,10 @@ class DetectorHealth:
                 self._corrupt, 1e3 * self._corrupt / self._rate,
             )  # fmt: skip
             self._corrupt = 0
+        self._stream += samples.size
+        if self._stream >= self._format_next and samples.size >= 256:
+            self._format_next = self._stream + self._format_every
+            self._check_format(samples[:4096])
         floor = assembler.noise_floor_power
         m.detector_noise_floor_dbfs.set(dbfs(floor))
         if packets:
@@ -285,6 +301,41 @@ class DetectorHealth:
                 "a packet; edgetc_detector_blind = 1",
                 self._samples / self._rate, dbfs(mean), dbfs(floor),
             )  # fmt: skip
+
+    def _check_format(self, x: np.ndarray) -> None:
+        """Does this look like the configured sample format? Integers read as float32 give
+        NaN/Inf, denormal or absurd magnitudes; float32 read as integers give components
+        stuck near half or full scale (the float's exponent bits). Three checks in a row
+        (FORMAT_CHECK_S apart) -> reported once: log line and edgetc_source_format_suspect."""
+        if self.format_suspect is not None:
+            return
+        parts = np.abs(x.view(np.float32))  # (2n,)
+        with np.errstate(invalid="ignore"):
+            nonzero = parts[parts != 0]
+            weird = np.count_nonzero(~((nonzero >= 1e-30) & (nonzero <= 1e12)))
+        weird_share = weird / max(1, nonzero.size)
+        loud_share = np.count_nonzero(parts > 0.3) / max(1, parts.size)
+        why = None
+        if weird_share > 0.1:
+            why = (
+                f"{weird_share:.0%} of the sample components are NaN/Inf, denormal or beyond "
+                "1e12: integer samples read as float (is the producer sending ci16 or ci8?)"
+            )
+        elif loud_share > 0.7:
+            why = (
+                f"{loud_share:.0%} of the sample components sit above 0.3 of full scale: no "
+                "receiver's noise does; float samples read as integers (is the producer "
+                "sending cf32?), or a saturated input"
+            )
+        self._format_strikes = self._format_strikes + 1 if why else 0
+        if why and self._format_strikes >= 3:
+            self.format_suspect = why
+            self._m.source_format_suspect.set(1)
+            self._log.error(
+                "source: the samples do not look like the configured [source] sample_format: "
+                "%s; check sample_format (and sample_rate_hz) against the producer",
+                why,
+            )
 
 
 @dataclass(frozen=True)

@@ -332,3 +332,28 @@ def test_max_message_bytes_bounds_what_libzmq_buffers():
         assert_recovers(feed, clean, after)
         assert value(d, "edgetc_source_dropped_messages_total", reason="oversized") == 1
         assert value(d, "edgetc_source_reconnects_total") >= 1
+
+
+@pytest.mark.parametrize(("configured", "sent"), [("cf32_le", "ci16_le"), ("ci16_le", "cf32_le")])
+def test_a_sample_format_mismatch_is_reported_once(caplog, configured, sent):
+    from edge_core.iq import formats
+
+    caplog.set_level(logging.INFO)
+    good = traffic(0.12, seed=3)
+    with running({"sample_format": configured}) as feed:
+        per_sample = formats.bytes_per_sample(configured)
+        for chunk in good:
+            raw = formats.encode(chunk, sent)
+            feed.send(raw, len(raw) // per_sample)
+        feed.settle()
+        assert value(feed.daemon, "edgetc_source_format_suspect") == 1
+    lines = [r for r in caplog.records if "configured [source] sample_format" in r.getMessage()]
+    assert len(lines) == 1, caplog.text
+
+
+def test_the_right_sample_format_is_not_suspect():
+    good = traffic(0.12, seed=3)
+    with running() as feed:
+        feed.send_iq(good)
+        feed.settle()
+        assert value(feed.daemon, "edgetc_source_format_suspect") == 0
