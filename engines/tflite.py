@@ -11,6 +11,15 @@ found from the model's operator codes (`tflite_operator_codes`, a small flatbuff
 needs no runtime). The Edge TPU takes batch 1, so a batch is run one packet at a time (the
 engine base class splits it); int8 inputs are quantized and int8 outputs dequantized with the
 manifest's scale and zero-point, which must equal the file's.
+
+On the CPU a batch-1 model is run on whole batches (`max_batch`, default 64): one interpreter
+per power of two up to it, each with its input resized once (`resize_tensor_input` +
+`allocate_tensors`, about 0.5 ms: too slow to pay per call), and a batch of n packets split by
+the binary digits of n (37 = 32 + 4 + 1), so nothing is padded and nothing resized on the hot
+path. A Reshape whose constant target shape pins the batch axis to 1 (bundles exported before
+issue 13 flatten to [1, features]) is made batch-generic ([-1, features]) in the bytes handed
+to those interpreters; the batch-1 computation is unchanged. A model that still cannot be
+resized runs one packet per call, and `info.device` says why.
 """
 
 from __future__ import annotations
@@ -20,7 +29,7 @@ import importlib
 import math
 import re
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -67,7 +76,8 @@ class TfliteConfig(EngineConfig):
     precision: which .tflite file of the bundle. device: cpu or edgetpu. edgetpu_device: which
     Edge TPU ("" the first found, "usb", "usb:0", "pci:0", ":0"). delegate_library: the Edge TPU
     delegate's shared library. threads: interpreter threads, 0 = runtime default. xnnpack: use
-    the runtime's default XNNPACK CPU delegate.
+    the runtime's default XNNPACK CPU delegate. max_batch: on the CPU, the most packets one
+    interpreter call takes (1: one packet per call, as the Edge TPU always runs).
     """
 
     type: Literal["tflite"] = "tflite"
@@ -77,6 +87,7 @@ class TfliteConfig(EngineConfig):
     delegate_library: str = "libedgetpu.so.1"
     threads: int = 0
     xnnpack: bool = True
+    max_batch: int = 64
 
     def problems(self) -> list[tuple[str, str]]:
         out = []
@@ -93,10 +104,59 @@ class TfliteConfig(EngineConfig):
             out.append(("delegate_library", "want a library name, e.g. 'libedgetpu.so.1'"))
         if self.threads < 0:
             out.append(("threads", f"want >= 0 (0: runtime default), got {self.threads}"))
+        if not 1 <= self.max_batch <= 4096:
+            out.append(("max_batch", f"want 1..4096 packets per call, got {self.max_batch}"))
         return out
 
 
 # ------------------------------------------------------------------------------ model inspection
+
+
+class _FlatBuffer:
+    """Just enough of the flatbuffer rules (root offset, vtables, vectors) to read a TFLite model.
+
+    Positions are byte offsets into `data`; `field` gives a field's position or None when the
+    table leaves it at its default. struct.error / IndexError on a corrupt buffer.
+    """
+
+    def __init__(self, data: bytes) -> None:
+        if len(data) < 8 or data[4:8] != _TFLITE_IDENTIFIER:
+            raise ValueError("not a TFLite model (no 'TFL3' file identifier)")
+        self.data = data
+        self.root = self.u32(0)
+
+    def u32(self, pos: int) -> int:
+        return int(struct.unpack_from("<I", self.data, pos)[0])
+
+    def field(self, table: int, index: int) -> int | None:
+        vtable = table - struct.unpack_from("<i", self.data, table)[0]
+        slot = 4 + 2 * index
+        if slot >= struct.unpack_from("<H", self.data, vtable)[0]:
+            return None
+        offset = struct.unpack_from("<H", self.data, vtable + slot)[0]
+        return table + offset if offset else None
+
+    def scalar(self, table: int, index: int, fmt: str, default: int = 0) -> int:
+        pos = self.field(table, index)
+        return default if pos is None else int(struct.unpack_from(fmt, self.data, pos)[0])
+
+    def vector(self, table: int, index: int) -> tuple[int, int]:
+        """(position of the first element, length) of a vector field; (0, 0) when absent."""
+        pos = self.field(table, index)
+        if pos is None:
+            return 0, 0
+        vector = pos + self.u32(pos)
+        return vector + 4, self.u32(vector)
+
+    def tables(self, table: int, index: int) -> list[int]:
+        """The tables a vector-of-tables field points to."""
+        first, count = self.vector(table, index)
+        return [first + 4 * i + self.u32(first + 4 * i) for i in range(count)]
+
+    def ints(self, table: int, index: int) -> list[int]:
+        """An int32 vector field."""
+        first, count = self.vector(table, index)
+        return list(struct.unpack_from(f"<{count}i", self.data, first)) if count else []
 
 
 def tflite_operator_codes(data: bytes) -> list[tuple[int, str | None]]:
@@ -105,42 +165,70 @@ def tflite_operator_codes(data: bytes) -> list[tuple[int, str | None]]:
     Reads `Model.operator_codes` with the flatbuffer rules (root offset, vtables) so that no
     runtime is needed. ValueError when `data` is not a TFLite model.
     """
-    if len(data) < 8 or data[4:8] != _TFLITE_IDENTIFIER:
-        raise ValueError("not a TFLite model (no 'TFL3' file identifier)")
-
-    def u32(pos: int) -> int:
-        return int(struct.unpack_from("<I", data, pos)[0])
-
-    def field(table: int, index: int) -> int | None:
-        vtable = table - struct.unpack_from("<i", data, table)[0]
-        slot = 4 + 2 * index
-        if slot >= struct.unpack_from("<H", data, vtable)[0]:
-            return None
-        offset = struct.unpack_from("<H", data, vtable + slot)[0]
-        return table + offset if offset else None
-
+    fb = _FlatBuffer(data)
     try:
-        codes_field = field(u32(0), 1)  # Model.operator_codes
-        if codes_field is None:
-            return []
-        vector = codes_field + u32(codes_field)
         codes = []
-        for i in range(u32(vector)):
-            element = vector + 4 + 4 * i
-            table = element + u32(element)
-            deprecated, custom, builtin = field(table, 0), field(table, 1), field(table, 3)
+        for table in fb.tables(fb.root, 1):  # Model.operator_codes
             code = max(
-                struct.unpack_from("<b", data, deprecated)[0] if deprecated else 0,
-                struct.unpack_from("<i", data, builtin)[0] if builtin else 0,
+                fb.scalar(table, 0, "<b"),  # deprecated_builtin_code
+                fb.scalar(table, 3, "<i"),  # builtin_code
             )  # the schema's rule: the larger of the int8 and int32 fields
             name = None
+            custom = fb.field(table, 1)
             if custom is not None:
-                start = custom + u32(custom)
-                name = data[start + 4 : start + 4 + u32(start)].decode("utf-8", "replace")
+                start = custom + fb.u32(custom)
+                name = data[start + 4 : start + 4 + fb.u32(start)].decode("utf-8", "replace")
             codes.append((int(code), name))
     except (struct.error, IndexError) as exc:
         raise ValueError(f"not a valid TFLite flatbuffer: {exc}") from None
     return codes
+
+
+_RESHAPE = 22  # BuiltinOperator.RESHAPE
+_INT32 = 2  # TensorType.INT32
+
+
+def batch_generic_reshapes(data: bytes) -> tuple[bytes, int]:
+    """(model bytes, how many Reshapes changed): batch-1 Reshape targets made batch-generic.
+
+    A Reshape of a tensor whose first axis is 1 to a constant int32 shape [1, ...] (and the
+    same `new_shape` option) pins the batch to 1, so the interpreter cannot be resized; writing
+    -1 there (the runtime infers it: the batch) changes nothing at batch 1. Patched in place in
+    a copy, so the flatbuffer stays valid. Other models come back unchanged.
+    ValueError when `data` is not a TFLite model.
+    """
+    fb = _FlatBuffer(data)
+    out = bytearray(data)
+    changed = 0
+    try:
+        codes = [code for code, _ in tflite_operator_codes(data)]
+        buffers = fb.tables(fb.root, 4)  # Model.buffers
+        for subgraph in fb.tables(fb.root, 2):  # Model.subgraphs
+            tensors = fb.tables(subgraph, 0)
+            for op in fb.tables(subgraph, 3):  # SubGraph.operators
+                if codes[fb.scalar(op, 0, "<I")] != _RESHAPE:
+                    continue
+                inputs = fb.ints(op, 1)
+                if len(inputs) != 2 or fb.ints(tensors[inputs[0]], 0)[:1] != [1]:
+                    continue
+                shape_tensor = tensors[inputs[1]]
+                if fb.scalar(shape_tensor, 1, "<b") != _INT32:
+                    continue
+                first, count = fb.vector(buffers[fb.scalar(shape_tensor, 2, "<I")], 0)
+                target = list(struct.unpack_from(f"<{count // 4}i", data, first))
+                if count < 8 or target[0] != 1 or -1 in target:
+                    continue
+                struct.pack_into("<i", out, first, -1)
+                options = fb.field(op, 4)  # Operator.builtin_options (ReshapeOptions)
+                if options is not None:
+                    table = options + fb.u32(options)
+                    new_first, new_count = fb.vector(table, 0)
+                    if new_count and fb.ints(table, 0)[0] == 1:
+                        struct.pack_into("<i", out, new_first, -1)
+                changed += 1
+    except (struct.error, IndexError) as exc:
+        raise ValueError(f"not a valid TFLite flatbuffer: {exc}") from None
+    return bytes(out), changed
 
 
 def is_edgetpu_compiled(custom_ops: Iterable[str | None]) -> bool:
@@ -172,7 +260,11 @@ def interpreter_module() -> ModuleType:
 
 
 class TfliteEngine(Engine):
-    """A TFLite interpreter; output tensors found by the manifest's names."""
+    """TFLite interpreters; output tensors found by the manifest's names.
+
+    `interpreter` runs one packet; `make_batched(n)` (None: batch 1 only) opens one resized to
+    n packets, made once per power of two the first time a batch needs it (`warmup` makes all).
+    """
 
     def __init__(
         self,
@@ -183,19 +275,53 @@ class TfliteEngine(Engine):
         info: EngineInfo,
         input_index: int,
         output_indices: dict[str, int],
+        make_batched: Callable[[int], Any] | None = None,
     ) -> None:
         super().__init__(model, tasks, spec, info)
-        self._interpreter = interpreter
+        self._interpreters: dict[int, Any] = {1: interpreter}
+        self._make_batched = make_batched
         self._input_index = input_index
         self._output_indices = output_indices
 
+    def _interpreter(self, size: int) -> Any:
+        found = self._interpreters.get(size)
+        if found is None:
+            assert self._make_batched is not None
+            found = self._interpreters[size] = self._make_batched(size)
+        return found
+
     def _invoke(self, x: np.ndarray) -> Mapping[str, np.ndarray]:
-        self._interpreter.set_tensor(self._input_index, x)
-        self._interpreter.invoke()
-        return {t: self._interpreter.get_tensor(i) for t, i in self._output_indices.items()}
+        n = len(x)
+        if n == 1 or self._make_batched is None:
+            return self._run(self._interpreters[1], x)
+        parts: list[Mapping[str, np.ndarray]] = []
+        start = 0
+        for bit in reversed(range(n.bit_length())):
+            size = 1 << bit
+            if n & size:
+                parts.append(self._run(self._interpreter(size), x[start : start + size]))
+                start += size
+        if len(parts) == 1:
+            return parts[0]
+        return {t: np.concatenate([p[t] for p in parts]) for t in self.tasks}
+
+    def _run(self, interpreter: Any, x: np.ndarray) -> dict[str, np.ndarray]:
+        interpreter.set_tensor(self._input_index, x)
+        interpreter.invoke()
+        return {t: interpreter.get_tensor(i) for t, i in self._output_indices.items()}
+
+    def warmup(self, batch: int = 1) -> None:
+        """Open (and run once) every interpreter a batch of up to `batch` packets uses."""
+        if self._make_batched is not None:
+            size = 1
+            while size <= min(batch, self.input_spec.max_batch):
+                self._interpreter(size)
+                size *= 2
+        super().warmup(batch)
 
     def _release(self) -> None:
-        self._interpreter = None
+        self._interpreters.clear()
+        self._make_batched = None
 
 
 def _check_detail(where: str, role: str, want: TensorSpec, detail: Mapping[str, Any]) -> None:
@@ -284,10 +410,20 @@ def load_tflite(bundle: Bundle, config: TfliteConfig) -> TfliteEngine:
         _check_detail(where, f"task {task!r} output", spec, found)
         indices[task] = int(found["index"])
     max_batch, fixed = batch_limits(model.input, 1)
+    device = "cpu" + (" (xnnpack)" if config.xnnpack else "")
+    make_batched = None
+    if config.device == "cpu" and config.max_batch > 1 and max_batch == 1:
+        make_batched, why = _batched_interpreters(
+            runtime, kwargs, where, int(inputs[0]["index"]), indices
+        )
+        if make_batched is None:
+            device += f", batch 1 ({why})"
+        else:
+            max_batch, fixed = config.max_batch, False
+            device += f", batches of up to {max_batch}"
     spec_in = InputSpec(
         model.input.name, layout, model.input.shape, model.input.dtype, max_batch, fixed
     )
-    device = "cpu" + (" (xnnpack)" if config.xnnpack else "")
     if config.device == "edgetpu":
         device = f"edgetpu{':' + config.edgetpu_device if config.edgetpu_device else ''}"
         if not compiled:
@@ -297,8 +433,59 @@ def load_tflite(bundle: Bundle, config: TfliteConfig) -> TfliteEngine:
         KEY, model.precision, device, model.path.name, runtime_version(package), config.threads
     )
     return TfliteEngine(
-        interpreter, model, bundle.tasks, spec_in, info, int(inputs[0]["index"]), indices
+        interpreter,
+        model,
+        bundle.tasks,
+        spec_in,
+        info,
+        int(inputs[0]["index"]),
+        indices,
+        make_batched,
     )
+
+
+def _batched_interpreters(
+    runtime: ModuleType,
+    kwargs: Mapping[str, Any],
+    where: str,
+    input_index: int,
+    output_indices: Mapping[str, int],
+) -> tuple[Callable[[int], Any] | None, str]:
+    """(a function n -> interpreter resized to n packets, "") or (None, why it cannot be).
+
+    Tried on 2 packets: every output must come back with 2 rows.
+    """
+    try:
+        data, _ = batch_generic_reshapes(kwargs["model_content"])
+    except ValueError as exc:
+        return None, str(exc)
+    options = {**kwargs, "model_content": data}
+
+    def make(n: int) -> Any:
+        interpreter = runtime.Interpreter(**options)
+        shape = [int(d) for d in interpreter.get_input_details()[0]["shape"]]
+        interpreter.resize_tensor_input(input_index, [n, *shape[1:]], strict=False)
+        interpreter.allocate_tensors()
+        return interpreter
+
+    try:
+        probe = make(2)
+        detail = probe.get_input_details()[0]
+        probe.set_tensor(input_index, np.zeros(detail["shape"], detail["dtype"]))
+        probe.invoke()
+        rows = {t: probe.get_tensor(i).shape[:1] for t, i in output_indices.items()}
+    except (ValueError, RuntimeError) as exc:
+        return None, f"the model cannot be resized: {str(exc).strip().splitlines()[0]}"
+    if any(r != (2,) for r in rows.values()):
+        return None, f"outputs of 2 packets came back with rows {rows}"
+
+    def make_checked(n: int) -> Any:
+        try:
+            return probe if n == 2 else make(n)
+        except (ValueError, RuntimeError) as exc:
+            raise ModelError(f"{where}: cannot resize the input to {n} packets: {exc}") from exc
+
+    return make_checked, ""
 
 
 def bench_configs(bundle: Bundle, threads: int) -> list[EngineConfig]:
