@@ -1,4 +1,5 @@
-"""The live table `edge-tc run --demo` shows: rate, labels, latency vs budget, losses, energy."""
+"""The live table `edge-tc run --demo` shows: rate, labels, latency vs budget and where it goes
+(per stage), losses, energy."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from rich.table import Table
 
 from edge_core.schema import TASKS
 from edge_daemon.pipeline import Daemon
+from edge_daemon.stages import breakdown_text
 
 TOP_LABELS = 3
 
@@ -66,6 +68,9 @@ class DemoTable:
                 f"p50 {p50:.2f} ms  p99 {p99:.2f} ms  (max_exec {task.max_exec_ms:g} ms, "
                 f"over: {int(violations or 0):,})",
             )
+        # where the end-to-end latency goes (edge_daemon/stages.py); the stages add up to it
+        table.add_row("stages p50 (ms)", breakdown_text(d.stages, 50))
+        table.add_row("stages p99 (ms)", breakdown_text(d.stages, 99))
         method = self.power_method()
         label = "joules/sample (estimated)" if method == "estimated" else "joules/sample"
         table.add_row(label, self.joules_per_sample())

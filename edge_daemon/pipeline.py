@@ -54,6 +54,7 @@ from edge_daemon.power import (
 from edge_daemon.publisher import Classified, Publisher, label_entries
 from edge_daemon.sdnotify import Notifier, NullNotifier
 from edge_daemon.sources.base import Source, create_source
+from edge_daemon.stages import StageRecorder
 from engines.base import Engine, load
 
 POLL_S = 0.1
@@ -76,6 +77,8 @@ class QueuedPacket:
     end_sample: int
     arrival_time: float
     x: np.ndarray  # (2, L) float32, as `packet_input` makes it
+    closed_time: float = float("nan")
+    """When the assembler returned it (the end of its `assemble` stage, edge_daemon/stages.py)."""
 
 
 class MetricsEvents:
@@ -218,6 +221,8 @@ class Daemon:
         self.source_done = threading.Event()
         """Set when a finite source (a recording without loop) has given everything."""
         self.recent_latencies: deque[float] = deque(maxlen=RECENT_LATENCIES)
+        self.stages = StageRecorder(self.registry)
+        """Per-packet stage times: edgetc_stage_latency_seconds{stage} and recent rows."""
         self.failure: str | None = None
         """Why a thread died (the daemon then stops and `edge-tc run` exits 1)."""
         self.power_status: str | None = None
@@ -229,9 +234,9 @@ class Daemon:
         self._source_thread: threading.Thread | None = None
         self._worker_thread: threading.Thread | None = None
         self._publisher_thread: threading.Thread | None = None
-        self._outbox: queue.Queue[tuple[list[QueuedPacket], dict[str, np.ndarray]]] = queue.Queue(
-            OUTBOX_BATCHES
-        )
+        self._outbox: queue.Queue[
+            tuple[list[QueuedPacket], dict[str, np.ndarray], tuple[float, float, float]]
+        ] = queue.Queue(OUTBOX_BATCHES)
         self._meter: PowerMeter | None = None
         self._next_id = 0
         self._packet_gain: PacketGain = "unit_rms"  # resolved in start()
@@ -386,7 +391,7 @@ class Daemon:
                 packets = assembler.feed(
                     chunk.samples, chunk.first_sample_index, chunk.arrival_time
                 )
-                self._enqueue(packets)
+                self._enqueue(packets, self._clock())
                 assert self.health is not None
                 self.health.update(assembler, chunk.samples, len(packets))
         except Exception as exc:
@@ -394,13 +399,18 @@ class Daemon:
         finally:
             source.close()
 
-    def _enqueue(self, packets: list[Packet]) -> None:
+    def _enqueue(self, packets: list[Packet], closed: float | None = None) -> None:
+        """Queue packets the assembler closed at `closed` (now when None)."""
+        if closed is None:
+            closed = self._clock()
         for packet in packets:
             self.metrics.detected.inc()
             self.totals.detected += 1
-            arrival = packet.arrival_time if packet.arrival_time is not None else self._clock()
+            arrival = packet.arrival_time if packet.arrival_time is not None else closed
             x = packet_input(packet, self._packet_gain)  # (2, L)
-            queued = QueuedPacket(self._next_id, packet.start_sample, packet.end_sample, arrival, x)
+            queued = QueuedPacket(
+                self._next_id, packet.start_sample, packet.end_sample, arrival, x, closed
+            )
             self.batcher.put(queued)
             self._next_id += 1
         self.metrics.queue_depth.set(self.batcher.depth)
@@ -448,9 +458,11 @@ class Daemon:
         self.metrics.queue_depth.set(0)
 
     def _process(self, batch: list[QueuedPacket]) -> None:
+        taken = self._clock()
         n = len(batch)
         self.metrics.batch_size.observe(n)
         x = np.stack([q.x for q in batch])  # (n, 2, L)
+        stacked = self._clock()
         try:
             if self.engine is None:
                 raise EdgeTcError("no engine loaded (the last reload failed)")
@@ -458,18 +470,30 @@ class Daemon:
         except Exception as exc:
             self._engine_failed(n, exc)
             return
+        inferred = self._clock()
         if self._failure_streak:
             log.info("engine recovered after %d failed batches", self._failure_streak)
             self._failure_streak = 0
-        self._hand_over(batch, probs)
+        self._hand_over(batch, probs, (taken, stacked, inferred))
 
-    def _hand_over(self, batch: list[QueuedPacket], probs: dict[str, np.ndarray]) -> None:
-        """Queue an inferred batch for the publisher thread, waiting while it is busy."""
+    def _hand_over(
+        self,
+        batch: list[QueuedPacket],
+        probs: dict[str, np.ndarray],
+        times: tuple[float, float, float] | None = None,
+    ) -> None:
+        """Queue an inferred batch for the publisher thread, waiting while it is busy.
+
+        `times`: when the worker took the batch, stacked its input and had the engine's answer.
+        """
         publisher_thread = self._publisher_thread
         assert publisher_thread is not None
+        if times is None:
+            now = self._clock()
+            times = (now, now, now)
         while True:
             try:
-                self._outbox.put((batch, probs), timeout=POLL_S)
+                self._outbox.put((batch, probs, times), timeout=POLL_S)
                 return
             except queue.Full:
                 if not publisher_thread.is_alive():
@@ -482,28 +506,48 @@ class Daemon:
         try:
             while True:
                 try:
-                    batch, probs = self._outbox.get(timeout=POLL_S)
+                    batch, probs, times = self._outbox.get(timeout=POLL_S)
                 except queue.Empty:
                     if worker_thread.is_alive():
                         continue
                     while not self._outbox.empty():  # the worker's last batches
                         self._publish(*self._outbox.get_nowait())
                     return
-                self._publish(batch, probs)
+                self._publish(batch, probs, times)
         except Exception as exc:
             self._crashed("publisher", exc)
 
-    def _publish(self, batch: list[QueuedPacket], probs: dict[str, np.ndarray]) -> None:
-        """Publish each packet (its latency measured as it goes out), then the batch's metrics."""
+    def _publish(
+        self,
+        batch: list[QueuedPacket],
+        probs: dict[str, np.ndarray],
+        times: tuple[float, float, float] | None = None,
+    ) -> None:
+        """Publish each packet (its latency measured as it goes out), then the batch's metrics.
+
+        `times` (taken, stacked, inferred) give each packet's stage breakdown (stages.py), which
+        its message carries (`stages_ms`) and the stage histograms count.
+        """
         assert self.publisher is not None
         m = self.metrics
-        latencies = np.empty(len(batch), np.float64)  # (n,) seconds
+        n = len(batch)
+        arrival = np.fromiter((q.arrival_time for q in batch), np.float64, n)  # (n,)
+        closed = np.fromiter((q.closed_time for q in batch), np.float64, n)  # (n,)
+        closed = np.where(np.isnan(closed), arrival, closed)
+        taken, stacked, inferred = times if times is not None else (arrival.max(),) * 3
+        rows = StageRecorder.rows(arrival, closed, taken, stacked, inferred, arrival)  # (n, 5)
+        before = rows[:, :4].tolist()  # the stages up to the engine's answer, per packet
+        latencies = np.empty(n, np.float64)  # (n,) seconds
         for i, (q, labels) in enumerate(zip(batch, label_entries(probs), strict=True)):
+            a, c, b, inf = before[i]
             item = Classified(
                 q.packet_id, q.start_sample, q.end_sample, q.arrival_time,
                 {t: v[i] for t, v in probs.items()}, labels,
+                {"assemble": a, "queue": c, "batch": b, "inference": inf},
             )  # fmt: skip
             latencies[i] = self.publisher.publish(item)
+        rows[:, 4] = latencies - (inferred - arrival)  # publish: the engine's answer -> sent
+        self.stages.record(rows)
         for name, task_probs in probs.items():
             task = TASK_BY_NAME[name]
             histogram = m.latency.labels(name)

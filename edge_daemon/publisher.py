@@ -11,6 +11,8 @@ Payload, JSON (UTF-8) by default or msgpack, one map::
      "arrival_ns": 1764472467000000,   # wall clock (time_ns) when its last sample arrived
      "published_ns": 1764472467001200, # wall clock when the message was handed to ZeroMQ
      "latency_ms": 1.2,                # published - arrival, monotonic clock
+     "stages_ms": {"assemble": 0.1, "queue": 0.3, "batch": 0.02, "inference": 0.6,
+                   "publish": 0.18},     # where latency_ms went (edge_daemon/stages.py)
      "labels": {"phy": {"label": "802.11n", "index": 2, "probability": 0.97}, ...}}
 
 The socket is non-blocking: a PUB socket at a subscriber's high-water mark (`sndhwm`) drops
@@ -95,6 +97,9 @@ class Classified:
     arrival_time: float  # time.monotonic() of its last sample's arrival
     probabilities: Mapping[str, np.ndarray]  # task -> (classes,) float32
     labels: Mapping[str, dict[str, Any]] | None = None  # task -> {"label", "index", ...}
+    stages: Mapping[str, float] | None = None
+    """Seconds spent in each stage before publication (assemble, queue, batch, inference);
+    the message's `stages_ms` adds `publish`, the rest of its latency."""
 
 
 def topic_of(name: str) -> bytes:
@@ -193,7 +198,7 @@ class Publisher:
         labels = item.labels
         if labels is None:
             labels = label_entries({t: p[None] for t, p in item.probabilities.items()})[0]
-        head = {
+        head: dict[str, Any] = {
             "packet_id": item.packet_id,
             "sample_start": item.sample_start,
             "sample_end": item.sample_end,
@@ -201,6 +206,10 @@ class Publisher:
             "published_ns": time.time_ns(),
             "latency_ms": round(latency * 1e3, 4),
         }
+        if item.stages is not None:
+            stages = {k: round(v * 1e3, 4) for k, v in item.stages.items()}
+            stages["publish"] = round((latency - sum(item.stages.values())) * 1e3, 4)
+            head["stages_ms"] = stages
         sent = 0
         for topic, task in self._topics:
             chosen = labels if task is None else {task: labels[task]}
