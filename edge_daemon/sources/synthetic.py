@@ -8,6 +8,12 @@ channel carries about 250-550 packets per second, depending on the application i
 20 Msps of wall time; `"fast"` as fast as they are made. `duration_s` ends the stream (unset:
 forever). The same seed gives the same samples.
 
+`loop_s > 0` generates that many seconds once, at open (cut at a quiet point after a packet's
+end), and replays them in a loop with the sample index running on: the demo then measures the
+daemon, not the generator, which here costs about 1-1.5 CPU-seconds per second of channel
+under load and competed with the daemon for the GIL and the cores (issue 13). The loop holds
+8 bytes per sample (160 MB per second of 20 Msps). The packets' truth follows every pass.
+
 Two differences from `edge-tc synth stream`, both for speed: the background noise comes from a
 pool drawn once at open (seeded, `NOISE_POOL_SAMPLES` long), each block taking a random slice
 of it with a random phase, instead of drawing 40 M Gaussians per second (40 % of the time); and
@@ -18,6 +24,8 @@ Default traffic generates about 2.7-3x faster than real time on one core (docs/s
 
 from __future__ import annotations
 
+import dataclasses
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -43,6 +51,8 @@ KEY = "synthetic"
 NOISE_POOL_SAMPLES = 1 << 20  # 52 ms of 20 Msps noise, drawn once
 MAX_CHUNK_SAMPLES = NOISE_POOL_SAMPLES // 4
 TRUTH_KEPT = 10_000  # annotations of the latest packets, for demos and tests
+MAX_LOOP_S = 10.0  # 1.6 GB of complex64
+LOOP_CUT_AFTER_END = 160  # samples (8 us) after a packet's end: quiet, shorter than a SIFS
 
 
 @dataclass(frozen=True)
@@ -52,7 +62,8 @@ class SyntheticSourceConfig(SourceConfig):
     seed: the channel's seed. traffic_scale: multiplies every packet rate (1.0: ~250-550
     packets/s). snr_db: [low, high] range of station SNRs. apps: the applications whose
     sessions cycle. pace: "realtime" or "fast". duration_s: stop after this much signal (unset:
-    never). chunk_samples: samples per block.
+    never). chunk_samples: samples per block. loop_s: generate this many seconds once at open
+    and replay them in a loop (0: generate as read).
     """
 
     type: Literal["synthetic"] = "synthetic"
@@ -63,6 +74,7 @@ class SyntheticSourceConfig(SourceConfig):
     pace: Literal["realtime", "fast"] = "realtime"
     duration_s: float | None = None
     chunk_samples: int = 16384
+    loop_s: float = 0.0
 
     def problems(self) -> list[tuple[str, str]]:
         out = []
@@ -78,6 +90,10 @@ class SyntheticSourceConfig(SourceConfig):
             out.append(("duration_s", f"want > 0 (or leave unset: forever), got {self.duration_s}"))
         if not 1 <= self.chunk_samples <= MAX_CHUNK_SAMPLES:
             out.append(("chunk_samples", f"want 1..{MAX_CHUNK_SAMPLES}, got {self.chunk_samples}"))
+        if not 0 <= self.loop_s <= MAX_LOOP_S:
+            out.append(
+                ("loop_s", f"want 0..{MAX_LOOP_S:g} s (0: generate as read), got {self.loop_s}")
+            )
         return out
 
     def stream_config(self) -> StreamConfig:
@@ -153,6 +169,7 @@ class SyntheticSource(Source):
         self.packets: deque[GeneratedPacket] = deque(maxlen=TRUTH_KEPT)
         """The latest packets that ended in a handed-out block (ground truth for demos)."""
         self.packets_generated = 0
+        self._loop: Replay | None = None
 
     @property
     def sample_rate_hz(self) -> float:
@@ -165,6 +182,10 @@ class SyntheticSource(Source):
     def open(self) -> None:
         channel = LiveChannel(self.config.stream_config(), self.config.seed)
         self._channel = channel.chunks(self.config.chunk_samples)
+        if self.config.loop_s > 0 and self._loop is None:  # made once: a re-open replays it
+            self._loop = Replay.record(channel, self.config.loop_s)
+        if self._loop is not None:
+            self._channel = self._loop.chunks(self.config.chunk_samples)
         self._paced.reset()
         self.packets.clear()
         self.packets_generated = 0
@@ -191,6 +212,51 @@ class SyntheticSource(Source):
     def close(self) -> None:
         self._channel = None
         self._paced.drop()
+
+
+class Replay:
+    """A stretch of generated channel (`samples`, the packets in it) replayed in a loop."""
+
+    def __init__(self, samples: np.ndarray, packets: list[StreamPacket]) -> None:
+        self.samples = samples  # (n,) complex64
+        self.packets = sorted(packets, key=lambda p: p.end)
+        self._ends = [p.end for p in self.packets]
+
+    @classmethod
+    def record(cls, channel: ChannelSimulator, seconds: float) -> Replay:
+        """`seconds` of `channel`, cut `LOOP_CUT_AFTER_END` samples after the last packet that
+        ended in it (so the loop's seam falls in a quiet gap)."""
+        want = max(1, round(seconds * SAMPLE_RATE_HZ))
+        parts, done = [], []
+        for start, samples, finished in channel.chunks(min(want, 1 << 16)):
+            parts.append(samples)
+            done += finished
+            if start + samples.size >= want:
+                break
+        samples = np.concatenate(parts)[:want]
+        ended = [p for p in done if p.end <= want - LOOP_CUT_AFTER_END]
+        if ended:
+            samples = samples[: max(p.end for p in ended) + LOOP_CUT_AFTER_END]
+        return cls(np.ascontiguousarray(samples, np.complex64), ended)
+
+    def chunks(self, chunk_samples: int) -> Iterator[tuple[int, np.ndarray, list[StreamPacket]]]:
+        """As `ChannelSimulator.chunks`, forever: (first index, samples, packets ending in it);
+        the index runs on across passes and each pass's packets are shifted to it."""
+        n = self.samples.size
+        index = 0
+        while True:
+            lo = index % n
+            take = min(chunk_samples, n - lo)  # a chunk never spans the seam
+            samples = self.samples[lo : lo + take]
+            offset = index - lo
+            first, last = bisect_right(self._ends, lo), bisect_right(self._ends, lo + take)
+            ended = [_shifted(p, offset) for p in self.packets[first:last]]
+            yield index, samples, ended
+            index += take
+
+
+def _shifted(packet: StreamPacket, offset: int) -> StreamPacket:
+    return packet if offset == 0 else dataclasses.replace(packet, start=packet.start + offset)
 
 
 def _create(config: SourceConfig, events: SourceEvents) -> Source:
