@@ -35,6 +35,7 @@ from edge_daemon.metrics import MetricsConfig
 from edge_daemon.power import PowerConfig
 from edge_daemon.publisher import PublisherConfig
 from edge_daemon.sources.base import SourceConfig, source_config_from_dict
+from edge_daemon.tuning import check_cpus
 from engines.base import EngineConfig, config_from_dict
 
 if sys.version_info >= (3, 11):
@@ -111,9 +112,21 @@ class DaemonConfig(TypedConfig):
     drain_timeout_s: float = 2.0
     engine_reload_after_failures: int = 3
     source_reopen_max_s: float = 5.0
+    source_cpus: tuple[int, ...] = ()
+    worker_cpus: tuple[int, ...] = ()
+    publisher_cpus: tuple[int, ...] = ()
+    realtime_priority: int = 0
 
     def problems(self) -> list[tuple[str, str]]:
         out = []
+        for key in ("source_cpus", "worker_cpus", "publisher_cpus"):
+            why = check_cpus(key, getattr(self, key))
+            if why is not None:
+                out.append((key, why.split(": ", 1)[1]))
+        if not 0 <= self.realtime_priority <= 99:
+            out.append(
+                ("realtime_priority", f"want 0 (off) or 1..99, got {self.realtime_priority}")
+            )
         if not 0 <= self.drain_timeout_s <= 60:
             out.append(("drain_timeout_s", f"want 0..60 s, got {self.drain_timeout_s}"))
         if self.engine_reload_after_failures < 1:

@@ -55,6 +55,7 @@ from edge_daemon.publisher import Classified, Publisher, label_entries
 from edge_daemon.sdnotify import Notifier, NullNotifier
 from edge_daemon.sources.base import Source, create_source
 from edge_daemon.stages import StageRecorder
+from edge_daemon.tuning import tune_thread
 from engines.base import Engine, load
 
 POLL_S = 0.1
@@ -341,9 +342,18 @@ class Daemon:
         self.metrics.dropped.labels("queue_full").inc()
         self.totals.dropped["queue_full"] += 1
 
+    def _tune(self, name: str) -> None:
+        """This thread's CPU affinity and real-time priority (edge_daemon/tuning.py)."""
+        c = self.config
+        cpus = {"source": c.source_cpus, "worker": c.worker_cpus, "publisher": c.publisher_cpus}
+        applied = tune_thread(name, cpus[name], c.realtime_priority, log)
+        if applied:
+            log.info("%s thread: %s", name, ", ".join(applied))
+
     def _source_loop(self) -> None:
         source, stop = self.source, self.stop_event
         backoff, is_open = POLL_S, False
+        self._tune("source")
         try:
             while not stop.is_set():
                 self.notifier.beat("source")
@@ -423,6 +433,7 @@ class Daemon:
         self.stop_event.set()
 
     def _worker_loop(self) -> None:
+        self._tune("worker")
         try:
             self._work()
         except Exception as exc:
@@ -503,6 +514,7 @@ class Daemon:
     def _publisher_loop(self) -> None:
         worker_thread = self._worker_thread
         assert worker_thread is not None
+        self._tune("publisher")
         try:
             while True:
                 try:

@@ -1,0 +1,103 @@
+"""Per-thread CPU affinity and SCHED_FIFO (edge_daemon/tuning.py), on the real kernel."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+import pytest
+
+from edge_core.typed_config import ConfigProblems
+from edge_daemon.config import DaemonConfig
+from edge_daemon.tuning import available_cpus, check_cpus, tune_thread
+
+pytestmark = pytest.mark.skipif(
+    not hasattr(os, "sched_setaffinity"), reason="no per-thread affinity on this OS"
+)
+
+
+def _in_thread(fn):
+    out = {}
+
+    def run():
+        out["result"] = fn()
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join(10)
+    return out["result"]
+
+
+def test_affinity_is_set_for_the_calling_thread_only():
+    cpu = min(available_cpus())
+    before = os.sched_getaffinity(0)
+    log = logging.getLogger("test")
+    applied, inside = _in_thread(
+        lambda: (tune_thread("worker", [cpu], 0, log), os.sched_getaffinity(0))
+    )
+    assert applied == [f"CPUs [{cpu}]"] and inside == {cpu}
+    assert os.sched_getaffinity(0) == before  # this thread is untouched
+
+
+def test_realtime_priority_is_applied_or_refused_with_a_warning(caplog):
+    log = logging.getLogger("test.rt")
+
+    def attempt():
+        applied = tune_thread("source", [], 10, log)
+        return applied, os.sched_getscheduler(0)
+
+    with caplog.at_level(logging.WARNING, "test.rt"):
+        applied, policy = _in_thread(attempt)
+    if applied:
+        assert applied == ["SCHED_FIFO 10"] and policy == os.SCHED_FIFO
+        assert not caplog.records
+    else:
+        assert policy == os.SCHED_OTHER
+        (record,) = caplog.records
+        assert "cannot use SCHED_FIFO priority 10" in record.getMessage()
+    # the publisher thread never gets a real-time priority
+    assert _in_thread(lambda: tune_thread("publisher", [], 10, log)) == []
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER
+
+
+def test_cpu_keys_are_checked_against_the_cpus_available():
+    assert check_cpus("worker_cpus", [0, 3], available={0, 1}) == (
+        "worker_cpus: CPU(s) [3] not available to this process (it may use [0, 1])"
+    )
+    assert check_cpus("worker_cpus", [1], available={0, 1}) is None
+    table = {"source": {"type": "synthetic"}, "worker_cpus": [4096], "realtime_priority": 100}
+    with pytest.raises(ConfigProblems) as err:
+        DaemonConfig.from_dict(table, "")
+    text = "\n".join(err.value.problems)
+    assert "worker_cpus: CPU(s) [4096] not available to this process" in text
+    assert "realtime_priority: want 0 (off) or 1..99, got 100" in text
+
+
+def test_the_daemon_pins_its_threads(tiny_bundle):
+    from edge_daemon.pipeline import Daemon
+
+    cpus = sorted(available_cpus())
+    config = DaemonConfig.from_dict(
+        {
+            "source": {"type": "synthetic", "pace": "realtime", "duration_s": 2.0},
+            "bundle": str(tiny_bundle.directory),
+            "engine": {"type": "onnxruntime", "threads": 1},
+            "publisher": {"bind": "tcp://127.0.0.1:*"},
+            "metrics": {"enabled": False},
+            "power": {"type": "none"},
+            "worker_cpus": [cpus[-1]],
+            "source_cpus": [cpus[0]],
+        },
+        "",
+    )
+    daemon = Daemon(config)
+    daemon.start()
+    try:
+        assert daemon.source_done.wait(0.5) is False  # still running: threads alive
+        worker, source = daemon._worker_thread, daemon._source_thread
+        assert worker is not None and source is not None
+        assert os.sched_getaffinity(worker.native_id) == {cpus[-1]}
+        assert os.sched_getaffinity(source.native_id) == {cpus[0]}
+    finally:
+        daemon.stop()
