@@ -116,9 +116,15 @@ class DaemonConfig(TypedConfig):
     worker_cpus: tuple[int, ...] = ()
     publisher_cpus: tuple[int, ...] = ()
     realtime_priority: int = 0
+    switch_interval_ms: float = 0.2
 
     def problems(self) -> list[tuple[str, str]]:
         out = []
+        if not 0 <= self.switch_interval_ms <= 100:
+            out.append(
+                ("switch_interval_ms", f"want 0..100 ms (0: Python's own, 5), got "
+                 f"{self.switch_interval_ms}")
+            )  # fmt: skip
         for key in ("source_cpus", "worker_cpus", "publisher_cpus"):
             why = check_cpus(key, getattr(self, key))
             if why is not None:

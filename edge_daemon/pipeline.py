@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import sys
 import threading
 import time
 from collections import deque
@@ -244,6 +245,7 @@ class Daemon:
         self._failure_streak = 0
         self._started = False
         self._stopped = False
+        self._switch_interval = sys.getswitchinterval()
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -291,6 +293,11 @@ class Daemon:
                     target=lambda: self._power_loop(meter), name="edge-tc-power", daemon=True
                 )
             )
+        self._switch_interval = sys.getswitchinterval()
+        if self.config.switch_interval_ms > 0:
+            # A thread that wants the GIL waits up to this long for the one holding it (Python's
+            # default is 5 ms, more than a packet's whole budget): docs/daemon.md, "Threads".
+            sys.setswitchinterval(self.config.switch_interval_ms / 1e3)
         for thread in self._threads:
             thread.start()
 
@@ -309,6 +316,7 @@ class Daemon:
             self._read_power(self._meter)  # the energy up to the end of the drain
             self._meter.close()
         self._close_outputs()
+        sys.setswitchinterval(self._switch_interval)
         t = self.totals
         log.info(
             "stopped: detected %d, classified %d, failed %d, dropped %s",

@@ -101,3 +101,31 @@ def test_the_daemon_pins_its_threads(tiny_bundle):
         assert os.sched_getaffinity(source.native_id) == {cpus[0]}
     finally:
         daemon.stop()
+
+
+def test_the_daemon_shortens_the_gil_switch_interval_while_it_runs(tiny_bundle):
+    import sys
+
+    from edge_daemon.pipeline import Daemon
+
+    config = DaemonConfig.from_dict(
+        {
+            "source": {"type": "synthetic", "pace": "fast", "duration_s": 0.05},
+            "bundle": str(tiny_bundle.directory),
+            "engine": {"type": "onnxruntime", "threads": 1},
+            "publisher": {"bind": "tcp://127.0.0.1:*"},
+            "metrics": {"enabled": False},
+            "power": {"type": "none"},
+            "switch_interval_ms": 0.3,
+        },
+        "",
+    )
+    before = sys.getswitchinterval()
+    assert before != pytest.approx(0.0003)
+    daemon = Daemon(config)
+    daemon.start()
+    try:
+        assert sys.getswitchinterval() == pytest.approx(0.0003)
+    finally:
+        daemon.stop()
+    assert sys.getswitchinterval() == before
