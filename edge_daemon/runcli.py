@@ -34,15 +34,16 @@ def default_bundle() -> Path:
 
 
 def demo_table(bundle: Path) -> dict[str, Any]:
-    """The `--demo` config: the live generator at real-time pace, the bundle on CPU."""
+    """The `--demo` config: a replayed synthetic channel at real-time pace, the bundle on CPU."""
     return {
         # one second of channel generated at start and replayed (the demo measures the daemon,
         # not the generator), in 0.2 ms blocks (a packet's end reaches the assembler soon)
         "source": {"type": "synthetic", "pace": "realtime", "loop_s": 1.0, "chunk_samples": 4096},
         "bundle": str(bundle),
-        # one engine thread: a few hundred packets/s need a fraction of a core; the source,
-        # assembler and publisher want the rest
-        "engine": {"type": "onnxruntime", "precision": "fp32", "device": "cpu", "threads": 1},
+        # the fastest engine x precision of the bundle that meets its agreement here, timed at
+        # the first run and cached (engines/auto.py); one engine thread: a few hundred packets/s
+        # need a fraction of a core, the source, assembler and publisher want the rest
+        "engine": {"type": "auto", "threads": 1},
     }
 
 
