@@ -173,24 +173,32 @@ def bench_candidates(bundle: Bundle, config: AutoConfig) -> list[Candidate]:
 
 
 def _read_cache(path: Path) -> dict[str, Any]:
+    """The cache file's content; an absent, unreadable or foreign file reads as empty (the
+    candidates are then timed again and the file rewritten)."""
+    empty = {"version": CACHE_VERSION, "entries": {}}
     try:
         data = json.loads(path.read_text())
-    except FileNotFoundError:
-        return {"version": CACHE_VERSION, "entries": {}}
-    except (OSError, ValueError) as exc:
-        raise EdgeTcError(f"{path}: cannot read the engine auto cache: {exc}") from exc
-    if not isinstance(data, dict) or data.get("version") != CACHE_VERSION:
-        return {"version": CACHE_VERSION, "entries": {}}  # an older layout: time again
-    if not isinstance(data.get("entries"), dict):
-        raise EdgeTcError(f"{path}: 'entries' is not an object")
+    except (OSError, ValueError):
+        return empty
+    if (
+        not isinstance(data, dict)
+        or data.get("version") != CACHE_VERSION
+        or not isinstance(data.get("entries"), dict)
+    ):
+        return empty
     return data
 
 
-def _write_cache(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-    tmp.replace(path)
+def _write_cache(path: Path, data: dict[str, Any]) -> str:
+    """Write the cache atomically; "" or why it could not be written (the choice stands)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+        tmp.replace(path)
+    except OSError as exc:
+        return f"not cached: {exc}"
+    return ""
 
 
 def fastest(found: list[Candidate]) -> Candidate:
@@ -202,8 +210,9 @@ def fastest(found: list[Candidate]) -> Candidate:
     return min(timed, key=lambda c: c.ms_per_packet or 0.0)
 
 
-def choose(bundle: Bundle, config: AutoConfig) -> tuple[Candidate, list[Candidate], bool]:
-    """(the winner, every candidate, whether the cache answered), updating the cache."""
+def choose(bundle: Bundle, config: AutoConfig) -> tuple[Candidate, list[Candidate], str]:
+    """(the winner, every candidate, how: "cached timings", "timed now" or "timed now, not
+    cached: <why>"), updating the cache."""
     path = Path(config.cache_path) if config.cache_path else default_cache_path()
     key = cache_key(bundle, config)
     cache = _read_cache(path)
@@ -214,27 +223,26 @@ def choose(bundle: Bundle, config: AutoConfig) -> tuple[Candidate, list[Candidat
         except (TypeError, KeyError):
             found = []
         if found:
-            return fastest(found), found, True
+            return fastest(found), found, "cached timings"
     found = bench_candidates(bundle, config)
     cache["entries"][key] = {
         "bundle": str(bundle.directory),
         "timed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "candidates": [asdict(c) for c in found],
     }
-    _write_cache(path, cache)
-    return fastest(found), found, False
+    unwritten = _write_cache(path, cache)
+    return fastest(found), found, "timed now" + (f", {unwritten}" if unwritten else "")
 
 
 def load_auto(bundle: Bundle, config: AutoConfig) -> Engine:
     """Open the fastest candidate (from the cache, else timed now and cached)."""
-    winner, found, cached = choose(bundle, config)
+    winner, found, how = choose(bundle, config)
     engine = load(bundle, config_from_dict(winner.config))
-    if cached and engine.info.runtime != winner.runtime:
+    if how == "cached timings" and engine.info.runtime != winner.runtime:
         engine.close()  # the runtime was upgraded since: the old timings say nothing
-        winner, found, cached = choose(bundle, replace(config, rebench=True))
+        winner, found, how = choose(bundle, replace(config, rebench=True))
         engine = load(bundle, config_from_dict(winner.config))
     timed = sum(c.ms_per_packet is not None for c in found)
-    how = "cached timings" if cached else "timed now"
     engine.info = replace(
         engine.info,
         device=f"{engine.info.device}; auto: fastest of {timed} ({how}, "

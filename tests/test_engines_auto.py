@@ -116,3 +116,16 @@ def test_auto_config_problems_name_the_key():
     text = str(err.value)
     for key in ("bench_batch", "min_agreement", "model", "isolation"):
         assert f"engine.{key}: " in text
+
+
+def test_an_unwritable_or_corrupt_cache_still_gives_an_engine(tiny_bundle, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    unwritable = _auto(tmp_path, cache_path=str(blocker / "sub" / "auto.json"))
+    with load(tiny_bundle.directory, unwritable) as engine:
+        assert "timed now, not cached: " in engine.info.device
+    (tmp_path / "auto.json").write_text("{not json")
+    with load(tiny_bundle.directory, _auto(tmp_path)) as engine:
+        assert "timed now" in engine.info.device
+    _, entry = _entry(tmp_path)  # rewritten whole
+    assert entry["candidates"]
