@@ -24,6 +24,7 @@ At rest, detected = classified + failed + dropped (all reasons).
 
 from __future__ import annotations
 
+import gc
 import logging
 import queue
 import sys
@@ -293,6 +294,11 @@ class Daemon:
                     target=lambda: self._power_loop(meter), name="edge-tc-power", daemon=True
                 )
             )
+        # What exists now (the engine, the bundle, imported modules) lives as long as the daemon:
+        # out of the collector's sight, a full collection scans only what the data path makes,
+        # and a collection pause stays well below a packet's budget.
+        gc.collect()
+        gc.freeze()
         self._switch_interval = sys.getswitchinterval()
         if self.config.switch_interval_ms > 0:
             # A thread that wants the GIL waits up to this long for the one holding it (Python's
@@ -317,6 +323,7 @@ class Daemon:
             self._meter.close()
         self._close_outputs()
         sys.setswitchinterval(self._switch_interval)
+        gc.unfreeze()
         t = self.totals
         log.info(
             "stopped: detected %d, classified %d, failed %d, dropped %s",

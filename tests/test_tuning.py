@@ -129,3 +129,30 @@ def test_the_daemon_shortens_the_gil_switch_interval_while_it_runs(tiny_bundle):
     finally:
         daemon.stop()
     assert sys.getswitchinterval() == before
+
+
+def test_the_daemon_freezes_what_it_loaded_out_of_the_collectors_sight(tiny_bundle):
+    import gc
+
+    from edge_daemon.pipeline import Daemon
+
+    config = DaemonConfig.from_dict(
+        {
+            "source": {"type": "synthetic", "pace": "fast", "duration_s": 0.05},
+            "bundle": str(tiny_bundle.directory),
+            "engine": {"type": "onnxruntime", "threads": 1},
+            "publisher": {"bind": "tcp://127.0.0.1:*"},
+            "metrics": {"enabled": False},
+            "power": {"type": "none"},
+        },
+        "",
+    )
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    daemon = Daemon(config)
+    daemon.start()
+    try:
+        assert gc.get_freeze_count() > 1000  # the engine, modules, config: all frozen
+    finally:
+        daemon.stop()
+    assert gc.get_freeze_count() == 0
