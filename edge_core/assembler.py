@@ -45,7 +45,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_left
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 from scipy.special import gammaincinv
@@ -177,7 +177,9 @@ class AssemblerStats:
     discontinuities: int = 0  # feed() calls whose first_sample_index jumped
 
     def as_dict(self) -> dict[str, int]:
-        return asdict(self)
+        # not dataclasses.asdict, which deep-copies: the source thread calls this per chunk
+        # (DetectorHealth), and asdict was 40 % of its time at 0.2 ms chunks (issue 13)
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 def moving_sum(
