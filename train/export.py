@@ -337,13 +337,15 @@ def export_onnx_int8(fp32_path: str | Path, path: str | Path, calib_x: np.ndarra
     with tempfile.TemporaryDirectory(prefix="edge-tc-onnx-") as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quant.quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
-        # BatchNorm after a ReLU cannot fuse into the conv and has no int8 kernel: keep it float
+        # BatchNorm after a ReLU cannot fuse into the conv and has no int8 kernel: keep it float.
+        # Softmax stays float too: int8 probabilities (1/256 steps) tie the near-equal classes
+        # of the app head and its top-1 flipped on 5.5 % of held-out packets (0.9453 agreement)
         op_types = {n.op_type for n in onnx.load(str(prepared)).graph.node}
         quant.quantize_static(
             str(prepared),
             str(path),
             _CalibrationReader(calib_x),
-            op_types_to_quantize=sorted(op_types - {"BatchNormalization"}),
+            op_types_to_quantize=sorted(op_types - {"BatchNormalization", "Softmax"}),
             quant_format=quant.QuantFormat.QDQ,
             per_channel=True,
             activation_type=quant.QuantType.QInt8,
