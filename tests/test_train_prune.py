@@ -568,7 +568,7 @@ def test_cli_prune_minidrop_fine_tunes_and_writes_checkpoint_and_report(tiny_run
     assert (tuning["patience"], tuning["seed"]) == (10, 0)
     assert pruning["data"]["kind"] == "tc_spectrum"
     assert pruning["rounds"][0]["layers"][0]["keep_ratio"] is not None
-    assert extra["split"] == {"kind": "tc_spectrum", "seed": 42}
+    assert extra["split"] == {"kind": "tc_spectrum", "seed": 42, "by": "random"}  # as the parent
     assert describe(model)["flops"] == report["pruned"]["flops"]
     # the run directory is not overwritten
     assert _cli("prune", root, data, out, "--method minidrop --h 2 --epochs 0") == 2
