@@ -58,6 +58,9 @@ def setup_logging(level: str = "info", stream: TextIO | None = None) -> logging.
     logger.propagate = False
     # warnings (numpy RuntimeWarnings, deprecations) as log lines in the same format, not
     # bare stderr text outside it (journald would file them without a priority)
+    # (off first: captureWarnings(True) is a no-op while an earlier call's hook is recorded,
+    # even after something else, e.g. a warnings.catch_warnings block, put showwarning back)
+    logging.captureWarnings(False)
     logging.captureWarnings(True)
     py_warnings = logging.getLogger("py.warnings")
     for old in list(py_warnings.handlers):
