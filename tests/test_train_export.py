@@ -323,3 +323,37 @@ def test_the_manifest_declares_the_input_level_of_the_training_data(bundle):
     assert norm["kind"] == "unit_rms"  # exported from an edge-tc synthetic dataset
     assert ex.input_normalization({"training_dataset": {"generator": "MATLAB v7.3"}}) == "none"
     assert ex.input_normalization({}) == "none"
+
+
+def test_fold_trunk_shifts_leaves_conv_relu_pool_and_changes_only_the_borders(trained):
+    _, _, _, model, packets = trained
+    folded = ex.fold_trunk_batchnorm(model, TASK_NAMES)
+    shifted = ex.fold_trunk_shifts(folded, TASK_NAMES)
+    assert shifted is not folded
+    assert not any(isinstance(m, ex.ChannelShift) for m in shifted.trunk)
+    assert any(isinstance(m, ex.ChannelShift) for m in folded.trunk)  # the input is kept
+    x = torch.from_numpy(packets.x[:16])
+    kernel = next(m for m in model.trunk if isinstance(m, torch.nn.Conv1d)).kernel_size[0]
+    with torch.no_grad():
+        a, b = x, x
+        for la, lb in zip(folded.trunk, shifted.trunk, strict=True):
+            a, b = la(a), lb(b)
+            if isinstance(la, torch.nn.Conv1d):
+                differ = (a - b).abs().amax(dim=(0, 1)) > 1e-4  # (L,) positions that differ
+                inner = differ[kernel : len(differ) - kernel]
+                # only the conv's zero padding saw the shift: the borders of each layer (and
+                # what the earlier borders reach), never its middle
+                assert not inner[len(inner) // 4 : 3 * len(inner) // 4].any()
+        outs_a, outs_b = folded(x), shifted(x)
+    for t in TASK_NAMES:
+        agree = (outs_a[t].argmax(1) == outs_b[t].argmax(1)).float().mean().item()
+        assert agree >= 0.9, (t, agree)
+    assert ex.fold_trunk_shifts(shifted, TASK_NAMES) is shifted  # nothing left to fold
+
+
+def test_onnx_int8_trunk_has_no_float_add(bundle):
+    import onnx
+
+    graph = onnx.load(str(bundle.select("onnx", "int8").path)).graph
+    ops = [n.op_type for n in graph.node]
+    assert "Add" not in ops and "BatchNormalization" not in ops, sorted(set(ops))
