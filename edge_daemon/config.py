@@ -116,7 +116,7 @@ class DaemonConfig(TypedConfig):
     worker_cpus: tuple[int, ...] = ()
     publisher_cpus: tuple[int, ...] = ()
     realtime_priority: int = 0
-    switch_interval_ms: float = 0.2
+    switch_interval_ms: float = 0.5
 
     def problems(self) -> list[tuple[str, str]]:
         out = []
