@@ -117,6 +117,12 @@ def encode(samples: np.ndarray, fmt: str) -> bytes:
     return codes.astype(spec.component_dtype).tobytes()
 
 
+def count_nonfinite(samples: np.ndarray) -> int:
+    """How many samples have a NaN or Inf in I or Q (0 for integer formats' output)."""
+    finite = np.isfinite(samples)  # complex: False if either part is NaN/Inf
+    return int(finite.size - np.count_nonzero(finite))
+
+
 def sanitize(samples: np.ndarray) -> tuple[np.ndarray, int]:
     """Zero the non-finite (NaN/Inf in I or Q) samples; return (samples, how many there were).
 
