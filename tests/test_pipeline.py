@@ -149,8 +149,10 @@ def synthetic(config: DaemonConfig) -> SyntheticSource:
     return SyntheticSource(SyntheticSourceConfig.from_dict(config.source.to_dict()), NullEvents())
 
 
-def test_every_detected_packet_is_published(tiny_bundle):
-    config = daemon_config(tiny_bundle.directory)
+def run_to_the_end(bundle_dir) -> tuple[Daemon, list]:
+    """Run the daemon on the whole synthetic source with a subscriber connected before the
+    first packet; the stopped daemon and every message the subscriber got."""
+    config = daemon_config(bundle_dir)
     source = GatedSource(synthetic(config))
     daemon = Daemon(config, source=source)
     daemon.start()
@@ -161,6 +163,11 @@ def test_every_detected_packet_is_published(tiny_bundle):
         assert daemon.source_done.wait(60)
         daemon.stop()
         got = sub.collect(count=None, idle_timeout_s=1.0)
+    return daemon, got
+
+
+def test_every_detected_packet_is_published(tiny_bundle):
+    daemon, got = run_to_the_end(tiny_bundle.directory)
     t = daemon.totals
     assert t.detected > 100 and t.failed == 0 and t.dropped == {"queue_full": 0, "shutdown": 0}
     assert_counts_add_up(daemon)

@@ -5,10 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, Histogram
-from test_pipeline import GatedSource, daemon_config, synthetic, value
+from test_pipeline import run_to_the_end, value
 
-from edge_daemon.pipeline import Daemon
-from edge_daemon.publisher import Subscriber
 from edge_daemon.stages import STAGE_BUCKETS, STAGES, StageRecorder, breakdown_text
 
 pytestmark = pytest.mark.timeout(180)
@@ -64,17 +62,7 @@ def test_rows_split_the_end_to_end_latency_into_stages():
 
 
 def test_every_published_message_carries_its_stage_breakdown(tiny_bundle):
-    config = daemon_config(tiny_bundle.directory)
-    source = GatedSource(synthetic(config))
-    daemon = Daemon(config, source=source)
-    daemon.start()
-    assert daemon.publisher is not None
-    with Subscriber(daemon.publisher.endpoint) as sub:
-        sub.wait_connected()
-        source.gate.set()
-        assert daemon.source_done.wait(60)
-        daemon.stop()
-        got = sub.collect(count=None, idle_timeout_s=1.0)
+    daemon, got = run_to_the_end(tiny_bundle.directory)
     t = daemon.totals
     assert t.classified > 100 and len(got) == t.classified
     for m in got:
