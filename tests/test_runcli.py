@@ -167,3 +167,14 @@ def test_bad_config_exits_2_with_every_problem(tmp_path, capsys):
     assert "source: missing" in err and "log_level:" in err and "batcher.max_batch:" in err
     assert main(["run", "--config", str(path), "--duration", "-1"]) == 2
     assert "--duration: want > 0" in capsys.readouterr().err
+
+
+def test_duration_counts_from_the_sources_first_open():
+    """Under qemu arm64 the demo spends ~23 s generating its loop before the source opens; a
+    wall-clock --duration 15 stopped it with nothing detected (CI, stop 18)."""
+    daemon = type("D", (), {"source_open": threading.Event()})()
+    clock = runcli._Deadline(daemon, 15.0)
+    assert clock.left() == float("inf")  # still generating: the clock has not started
+    daemon.source_open.set()
+    assert 0 < clock.left() <= 15.0
+    assert runcli._Deadline(daemon, None).left() == float("inf")
