@@ -14,6 +14,9 @@ Four threads share one stop event, and every loop waits on it (or on a queue) wi
   from the arrival of the packet's last sample to its publication, max_exec violations,
   labels, batch size, queue depth). Its own thread so that encoding and sending (Python, under
   the GIL) overlap the next batch's inference (native, without it).
+
+Source, worker and publisher each beat the systemd watchdog (sdnotify.py) once per round: one
+stuck in a call (an engine call that never returns) stops WATCHDOG=1 and is named in the log.
 * power (when a meter is readable): reads it every `power.interval_s`; the meter integrates
   energy, and joules per classified packet follow each reading.
 
@@ -529,6 +532,9 @@ class Daemon:
             except queue.Full:
                 if not publisher_thread.is_alive():
                     raise EdgeTcError("the publisher thread is gone") from None
+                # waiting for the publisher is not being stuck: the publisher's own beat
+                # stops the watchdog if it is the one that hangs, and the log names it
+                self.notifier.beat("worker")
 
     # -- publisher thread -----------------------------------------------------------------------
     def _publisher_loop(self) -> None:
@@ -537,6 +543,7 @@ class Daemon:
         self._tune("publisher")
         try:
             while True:
+                self.notifier.beat("publisher")
                 try:
                     batch, probs, times = self._outbox.get(timeout=POLL_S)
                 except queue.Empty:

@@ -5,9 +5,10 @@ names one in the abstract namespace) and, with `WatchdogSec=`, `WATCHDOG_USEC` (
 `WATCHDOG_PID`). The daemon sends:
 
 * `READY=1` once the engine is warm and the source is open (systemd then calls it started);
-* `WATCHDOG=1` at half the watchdog interval, only while every processing loop (source and
-  worker) has gone round since the last ping: a loop stuck in a call stops the pings and
-  systemd kills and restarts the service (`Restart=on-failure`);
+* `WATCHDOG=1` at half the watchdog interval, only while every processing loop (source,
+  worker and publisher) has gone round since the last ping: a loop stuck in a call stops the
+  pings, a log line names it, and systemd kills and restarts the service
+  (`Restart=on-failure`);
 * `STATUS=...` with the current rate every few seconds (`systemctl status edge-tc`);
 * `STOPPING=1` when it begins to shut down.
 
@@ -87,21 +88,28 @@ def watchdog_interval_s(env: Mapping[str, str], pid: int) -> float | None:
 
 class SystemdNotifier:
     """Datagrams to `NOTIFY_SOCKET`. `loops`: the loops that must all `beat` between two
-    watchdog pings; `watchdog_s`: `WATCHDOG_USEC` in seconds (None: no watchdog)."""
+    watchdog pings; `watchdog_s`: `WATCHDOG_USEC` in seconds (None: no watchdog).
+
+    A loop that has not gone round when a ping is due is stuck (in an engine call that never
+    returns, a publisher call...): the ping is withheld and a warning names the loop, once per
+    stall; an info line says when it goes round again."""
 
     def __init__(
         self,
         address: str,
         watchdog_s: float | None = None,
-        loops: Iterable[str] = ("source", "worker"),
+        loops: Iterable[str] = ("source", "worker", "publisher"),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.address = address
+        self.watchdog_s = watchdog_s
         self.ping_interval_s = None if watchdog_s is None else watchdog_s / 2
         self._loops = frozenset(loops)
         self._clock = clock
         self._lock = threading.Lock()
         self._beaten: set[str] = set()
+        self._last_beat = dict.fromkeys(self._loops, clock())  # when each loop last went round
+        self._stuck: set[str] = set()  # loops named in the log as stuck, until they go round
         self._last_ping = clock()
         self._ready = False
         self._failed = False
@@ -125,21 +133,48 @@ class SystemdNotifier:
                 return
             self._ready = True
             self._last_ping = self._clock()
+            self._last_beat = dict.fromkeys(self._loops, self._last_ping)
             self._beaten.clear()
         self.send("READY=1" + (f"\nSTATUS={status}" if status else ""))
 
     def beat(self, loop: str) -> None:
-        """`loop` went round. WATCHDOG=1 goes when every loop has, at most every half interval."""
+        """`loop` went round. WATCHDOG=1 goes when every loop has, at most every half interval;
+        when one is due and a loop has not, that loop is named in the log (once per stall)."""
         if self.ping_interval_s is None or not self._ready:
             return
         with self._lock:
-            self._beaten.add(loop)
             now = self._clock()
-            if not self._loops <= self._beaten or now - self._last_ping < self.ping_interval_s:
-                return
-            self._beaten.clear()
-            self._last_ping = now
-        self.send("WATCHDOG=1")
+            self._beaten.add(loop)
+            stalled_s = now - self._last_beat.get(loop, now)
+            self._last_beat[loop] = now
+            back = loop in self._stuck
+            self._stuck.discard(loop)
+            newly_stuck: list[tuple[str, float]] = []
+            due = now - self._last_ping >= self.ping_interval_s
+            if due:
+                for missing in sorted(self._loops - self._beaten - self._stuck):
+                    self._stuck.add(missing)
+                    newly_stuck.append((missing, now - self._last_beat[missing]))
+            ping = due and self._loops <= self._beaten
+            if ping:
+                self._beaten.clear()
+                self._last_ping = now
+            still_stuck = sorted(self._stuck)
+        if back:
+            log.info(
+                "watchdog: the %s thread goes round again after %.1f s; %s",
+                loop, stalled_s,
+                f"still stuck: {', '.join(still_stuck)}" if still_stuck else "WATCHDOG=1 resumes",
+            )  # fmt: skip
+        for missing, since_s in newly_stuck:
+            log.warning(
+                "watchdog: WATCHDOG=1 withheld: the %s thread has not gone round for %.1f s "
+                "(stuck in a call?); systemd restarts the service %g s after the last ping "
+                "(WatchdogSec)",
+                missing, since_s, self.watchdog_s,
+            )  # fmt: skip
+        if ping:
+            self.send("WATCHDOG=1")
 
     def status(self, text: str) -> None:
         self.send(f"STATUS={text}")

@@ -6,6 +6,7 @@ STATUS= with the rate, STOPPING=1 on SIGTERM (the daemon run as `edge-tc run` in
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from edge_daemon.config import DaemonConfig
+from edge_daemon.logs import LOGGER_NAME
 from edge_daemon.pipeline import Daemon
 from edge_daemon.sdnotify import (
     NullNotifier,
@@ -146,7 +148,9 @@ def test_socket_address_and_watchdog_environment():
 def test_pings_need_every_loop_and_half_the_interval(tmp_path):
     systemd = FakeSystemd(f"@edge-tc-test-{os.getpid()}-{tmp_path.name}")
     now = [0.0]
-    notifier = SystemdNotifier(systemd.address, watchdog_s=1.0, clock=lambda: now[0])
+    notifier = SystemdNotifier(
+        systemd.address, watchdog_s=1.0, loops=("source", "worker"), clock=lambda: now[0]
+    )
     try:
         notifier.beat("source")
         notifier.beat("worker")  # before READY: nothing
@@ -280,13 +284,93 @@ class StallingEngine:
         engine.infer = infer  # type: ignore[method-assign]
 
 
-def test_watchdog_pings_stop_while_the_engine_is_stuck_and_resume_after(tiny_bundle, tmp_path):
-    systemd = FakeSystemd(str(tmp_path / "notify"))
-    notifier = SystemdNotifier(systemd.address, watchdog_s=0.4)  # a ping every 0.2 s
-    config = DaemonConfig.from_dict(
+class StallingPublisher:
+    """The daemon's real Publisher whose `publish` blocks while `stalled` is set (a publisher
+    thread stuck in a call)."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        publisher = daemon.publisher
+        assert publisher is not None
+        self.stalled = threading.Event()
+        self.blocked = threading.Event()
+        self.release = threading.Event()
+        real_publish = publisher.publish
+
+        def publish(item):
+            if self.stalled.is_set():
+                self.blocked.set()
+                self.release.wait(60)
+            return real_publish(item)
+
+        publisher.publish = publish  # type: ignore[method-assign]
+
+
+class Captured(logging.Handler):
+    """The daemon's log records (on the `edge_tc` logger itself: setup_logging, run by other
+    tests in this process, stops it propagating to pytest's caplog)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.records: list[logging.LogRecord] = []
+        self._logger = logging.getLogger(LOGGER_NAME)
+        self._level = self._logger.level
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def __enter__(self) -> Captured:
+        self._logger.addHandler(self)
+        self._logger.setLevel(logging.INFO)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._logger.removeHandler(self)
+        self._logger.setLevel(self._level)
+
+    def lines(self, containing: str, since: int = 0) -> list[str]:
+        """Messages containing `containing`, from record number `since` on."""
+        return [r.getMessage() for r in self.records[since:] if containing in r.getMessage()]
+
+
+def test_a_stuck_loop_is_named_in_the_log_once_and_when_it_goes_round_again(tmp_path):
+    systemd = FakeSystemd(f"@edge-tc-test-{os.getpid()}-{tmp_path.name}")
+    now = [0.0]
+    notifier = SystemdNotifier(systemd.address, watchdog_s=1.0, clock=lambda: now[0])
+    try:
+        with Captured() as log:
+            notifier.ready()
+            for t in (0.1, 0.2, 0.6):  # the publisher never goes round
+                now[0] = t
+                notifier.beat("source")
+                notifier.beat("worker")
+            stuck = log.lines("WATCHDOG=1 withheld")  # a ping was due at 0.5 s
+            assert len(stuck) == 1, stuck
+            assert "the publisher thread has not gone round for 0.6 s" in stuck[0], stuck
+            assert "worker" not in stuck[0] and "source" not in stuck[0], stuck
+            now[0] = 1.5
+            notifier.beat("source")
+            notifier.beat("worker")
+            assert len(log.lines("WATCHDOG=1 withheld")) == 1  # once per stall, not per beat
+            now[0] = 1.6
+            notifier.beat("publisher")  # it comes back: one line, and a ping
+            back = log.lines("goes round again")
+            assert back == ["watchdog: the publisher thread goes round again after 1.6 s; "
+                            "WATCHDOG=1 resumes"], back  # fmt: skip
+            assert len(log.lines("WATCHDOG=1 withheld")) == 1
+        deadline = time.monotonic() + 30  # a hang guard
+        while len(systemd.messages) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert [m for _, m in systemd.messages] == ["READY=1", "WATCHDOG=1"]
+    finally:
+        notifier.close()
+        systemd.close()
+
+
+def daemon_config(bundle: Path) -> DaemonConfig:
+    return DaemonConfig.from_dict(
         {
             "source": {"type": "synthetic", "pace": "realtime", "seed": 4},
-            "bundle": str(tiny_bundle.directory),
+            "bundle": str(bundle),
             "engine": {"type": "onnxruntime", "threads": 1},
             "publisher": {"bind": "tcp://127.0.0.1:*"},
             "metrics": {"enabled": False},
@@ -294,6 +378,26 @@ def test_watchdog_pings_stop_while_the_engine_is_stuck_and_resume_after(tiny_bun
         },
         "",
     )
+
+
+def wait_for_pings(systemd: FakeSystemd, daemon: Daemon, count: int, deadline: float) -> None:
+    """`count` more pings and at least one more classified packet."""
+    classified = daemon.totals.classified
+    pinged = len(systemd.times("WATCHDOG=1"))
+    while len(systemd.times("WATCHDOG=1")) < pinged + count or (
+        daemon.totals.classified == classified
+    ):
+        assert time.monotonic() < deadline, systemd.messages
+        time.sleep(0.02)
+
+
+def test_watchdog_pings_stop_while_the_engine_is_stuck_and_resume_after(tiny_bundle, tmp_path):
+    """An engine call that never returns (in-thread isolation): at most one ping once the
+    worker is inside it, a log line naming the worker thread, pings again once it returns."""
+    systemd = FakeSystemd(str(tmp_path / "notify"))
+    notifier = SystemdNotifier(systemd.address, watchdog_s=0.4)  # a ping every 0.2 s
+    config = daemon_config(tiny_bundle.directory)
+    assert config.engine.isolation == "thread"
     stalling: list[StallingEngine] = []
 
     warmed: list[float] = []
@@ -312,42 +416,82 @@ def test_watchdog_pings_stop_while_the_engine_is_stuck_and_resume_after(tiny_bun
         return engine
 
     daemon = Daemon(config, engine_factory=factory, notifier=notifier)
-    daemon.start()
-    try:
-        ready = systemd.wait_for("READY=1", timeout_s=60)
-        assert warmed and ready > warmed[0]  # READY only once the engine is warm
-        # packets flow and pings keep coming
-        deadline = time.monotonic() + 60
-        while len(systemd.times("WATCHDOG=1", since=ready)) < 5:
-            assert time.monotonic() < deadline, systemd.messages
-            time.sleep(0.02)
-        classified = daemon.totals.classified
-        pinged = len(systemd.times("WATCHDOG=1"))
-        while (
-            len(systemd.times("WATCHDOG=1")) < pinged + 5 or daemon.totals.classified == classified
-        ):
-            assert time.monotonic() < deadline, systemd.messages
-            time.sleep(0.02)
-        # the engine hangs: no ping once the worker is inside infer (at most one in flight)
-        stalling[0].stalled.set()
-        assert stalling[0].blocked.wait(30)
-        blocked_at = time.monotonic()
-        classified = daemon.totals.classified
-        time.sleep(2.0)  # ten ping intervals
-        assert len(systemd.times("WATCHDOG=1", since=blocked_at)) <= 1, systemd.messages
-        assert daemon.totals.classified == classified, (classified, daemon.totals, len(stalling))
-        # it comes back: pings resume
-        stalling[0].stalled.clear()
-        stalling[0].release.set()
-        resumed = time.monotonic()
-        deadline = resumed + 30
-        while len(systemd.times("WATCHDOG=1", since=resumed)) < 3:
-            assert time.monotonic() < deadline, systemd.messages
-            time.sleep(0.05)
-        assert daemon.totals.classified > classified
-    finally:
-        for engine in stalling:
-            engine.release.set()
-        daemon.stop()
-        notifier.close()
-        systemd.close()
+    with Captured() as log:
+        daemon.start()
+        try:
+            ready = systemd.wait_for("READY=1", timeout_s=60)
+            assert warmed and ready > warmed[0]  # READY only once the engine is warm
+            # packets flow and pings keep coming
+            deadline = time.monotonic() + 60
+            while len(systemd.times("WATCHDOG=1", since=ready)) < 5:
+                assert time.monotonic() < deadline, systemd.messages
+                time.sleep(0.02)
+            wait_for_pings(systemd, daemon, 5, deadline)
+            # the engine hangs: no ping once the worker is inside infer (at most one in flight)
+            stalling[0].stalled.set()
+            assert stalling[0].blocked.wait(30)
+            blocked_at, logged = time.monotonic(), len(log.records)
+            classified = daemon.totals.classified
+            time.sleep(2.0)  # ten ping intervals, five watchdog intervals
+            assert len(systemd.times("WATCHDOG=1", since=blocked_at)) <= 1, systemd.messages
+            assert daemon.totals.classified == classified, (classified, daemon.totals)
+            stuck = log.lines("WATCHDOG=1 withheld", since=logged)
+            assert len([line for line in stuck if "the worker thread" in line]) == 1, stuck
+            logged = len(log.records)
+            # it comes back: pings resume, and the log says so
+            stalling[0].stalled.clear()
+            stalling[0].release.set()
+            resumed = time.monotonic()
+            deadline = resumed + 30
+            while len(systemd.times("WATCHDOG=1", since=resumed)) < 3:
+                assert time.monotonic() < deadline, systemd.messages
+                time.sleep(0.05)
+            assert daemon.totals.classified > classified
+            back = log.lines("goes round again", since=logged)
+            assert any("the worker thread" in line for line in back), back
+        finally:
+            for engine in stalling:
+                engine.release.set()
+            t = daemon.stop()
+            notifier.close()
+            systemd.close()
+    assert t.detected == t.accounted, "accounting identity at rest"
+    assert t.classified > 0 and t.failed == 0
+
+
+def test_watchdog_pings_stop_while_the_publisher_is_stuck(tiny_bundle, tmp_path):
+    """A publisher thread stuck in a call: the pings stop (the worker, waiting for it, is not
+    blamed), the log names the publisher thread; nothing is lost uncounted at stop."""
+    systemd = FakeSystemd(str(tmp_path / "notify"))
+    notifier = SystemdNotifier(systemd.address, watchdog_s=0.4)  # a ping every 0.2 s
+    daemon = Daemon(daemon_config(tiny_bundle.directory), notifier=notifier)
+    with Captured() as log:
+        daemon.start()
+        stalling = StallingPublisher(daemon)
+        try:
+            ready = systemd.wait_for("READY=1", timeout_s=60)
+            deadline = ready + 60
+            wait_for_pings(systemd, daemon, 5, deadline)
+            stalling.stalled.set()
+            assert stalling.blocked.wait(30)
+            blocked_at, logged = time.monotonic(), len(log.records)
+            time.sleep(2.0)  # ten ping intervals; the outbox fills and the worker waits
+            assert len(systemd.times("WATCHDOG=1", since=blocked_at)) <= 1, systemd.messages
+            stuck = log.lines("WATCHDOG=1 withheld", since=logged)
+            assert len([line for line in stuck if "the publisher thread" in line]) == 1, stuck
+            assert not [line for line in stuck if "the worker thread" in line], stuck
+            assert daemon.totals.detected > daemon.totals.accounted  # packets are held up
+            logged = len(log.records)
+            stalling.stalled.clear()
+            stalling.release.set()
+            resumed = time.monotonic()
+            wait_for_pings(systemd, daemon, 3, resumed + 30)
+            back = log.lines("goes round again", since=logged)
+            assert any("the publisher thread" in line for line in back), back
+        finally:
+            stalling.release.set()
+            t = daemon.stop()
+            notifier.close()
+            systemd.close()
+    assert t.detected == t.accounted, "accounting identity at rest"
+    assert t.classified > 0
