@@ -6,6 +6,14 @@ They match the recording's annotations as in the edge_daemon end-to-end test: ev
 packet is classified, dropped and counted, or missed by the detector (< 10 %), and the per-task
 accuracy against the annotations is within 2 points of the same engine run offline on the
 assembler's packets of the same samples. Skips when GNU Radio's Python bindings are missing.
+
+No step waits for a guessed time. A PUB socket drops what it sends until the subscription has
+reached it, so the flowgraph (`--wait`) sends NaN probe items until told to go: the daemon's
+detector skips them and logs "corrupt input", which shows its subscription is in before the
+recording starts, and its "valid input again after K corrupt samples skipped" says how many it
+got (the offline run gets the same K first). The flowgraph ends with NaN items too: the second
+"corrupt input" line shows the daemon has had every sample before them, and SIGTERM then drains
+its queue; the subscriber reads until it has as many messages as the daemon classified.
 """
 
 from __future__ import annotations
@@ -38,6 +46,10 @@ ROOT = Path(__file__).resolve().parents[1]
 FLOWGRAPH = ROOT / "deploy" / "gnuradio" / "iq_to_edge_tc.py"
 BUNDLE = ROOT / "models" / "default"
 TAIL_S = 0.004  # zeros after the recording (80k samples) so that its last packet ends
+CORRUPT = r"detector: corrupt input, skipping samples"  # the daemon got NaN probe items
+SKIPPED = r"detector: valid input again after (\d+) corrupt samples skipped"
+DONE = r"done (\d+) \(probe items: (\d+) before, (\d+) after the recording\)"
+STOPPED = r"stopped: detected (\d+), classified (\d+), failed (\d+), dropped (\{.*\})"
 
 
 def gnuradio_python() -> str | None:
@@ -63,13 +75,6 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def established_to(port: int) -> bool:
-    """Is there an ESTABLISHED TCP connection to 127.0.0.1:port (/proc/net/tcp)?"""
-    target = f"0100007F:{port:04X}"
-    lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
-    return any(f.split()[2] == target and f.split()[3] == "01" for f in lines)
-
-
 class LogReader:
     """Collects a subprocess's stderr lines in a thread."""
 
@@ -82,14 +87,17 @@ class LogReader:
         for line in stream:
             self.lines.append(line.rstrip("\n"))
 
-    def wait_for(self, pattern: str, timeout_s: float) -> re.Match[str]:
+    def wait_for(self, pattern: str, timeout_s: float, nth: int = 1) -> re.Match[str]:
+        """The `nth` line that matches `pattern`, waiting up to `timeout_s` for it."""
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            for line in list(self.lines):
-                if match := re.search(pattern, line):
-                    return match
+        while True:
+            matches = [m for line in list(self.lines) if (m := re.search(pattern, line))]
+            if len(matches) >= nth:
+                return matches[nth - 1]
+            if time.monotonic() >= deadline:
+                break
             time.sleep(0.05)
-        raise AssertionError(f"no {pattern!r} in {timeout_s} s:\n" + "\n".join(self.lines))
+        raise AssertionError(f"no {pattern!r} (#{nth}) in {timeout_s} s:\n" + "\n".join(self.lines))
 
     def join(self) -> None:
         self._thread.join(timeout=10)
@@ -133,14 +141,7 @@ def test_gnuradio_flowgraph_feeds_the_daemon(tmp_path):
     ]
     assert len(truth) > 200
     tail = np.zeros(round(TAIL_S * rec.sample_rate_hz), np.complex64)
-    samples = np.concatenate([rec.read(), tail])  # what the flowgraph sends, (n,) complex64
-    assembler_config = AssemblerConfig(sample_rate_hz=rec.sample_rate_hz)
-    packets, offline_labels = offline(rec, samples, assembler_config)
-    tolerance = default_tolerance_samples(assembler_config)
-    pre = assembler_config.pre_trigger_samples
-    offline_pairs = match_intervals(
-        [(p.start_sample + pre, p.end_sample) for p in packets], truth, tolerance
-    )
+    samples = np.concatenate([rec.read(), tail])  # what the flowgraph sends after its probe
 
     port = free_port()
     config = tmp_path / "edge-tc.toml"
@@ -178,29 +179,30 @@ type = "none"
         cwd=tmp_path,
     )  # fmt: skip
     log = LogReader(daemon.stderr)
-    received = []
     try:
         endpoint = log.wait_for(r"publishing on (tcp://\S+?),", 120).group(1)
-        assert flowgraph.stdout.readline().startswith("bound "), flowgraph.stderr.read()
-        deadline = time.monotonic() + 30
-        while not established_to(port):  # the daemon's SUB has connected to the pub_sink
-            assert time.monotonic() < deadline, "the daemon did not connect to the flowgraph"
-            time.sleep(0.05)
-        time.sleep(0.5)  # its SUBSCRIBE travels after the handshake
+        line = flowgraph.stdout.readline()
+        assert line.startswith("probing "), line + flowgraph.stderr.read()
         with Subscriber(endpoint) as sub:
             sub.wait_connected()
-            collector = threading.Thread(
-                target=lambda: received.extend(sub.collect(count=None, idle_timeout_s=5.0))
-            )
-            collector.start()
+            # the daemon gets the probe: its subscription is in, the recording cannot be lost
+            log.wait_for(CORRUPT, 120)
             flowgraph.stdin.write("go\n")
             flowgraph.stdin.flush()
             out, err = flowgraph.communicate(timeout=120)
             assert flowgraph.returncode == 0, err
-            assert out.strip() == f"done {samples.size}"
-            collector.join(timeout=120)
-        daemon.send_signal(signal.SIGTERM)
-        daemon.wait(timeout=60)
+            done = re.fullmatch(DONE, out.strip())
+            assert done, out
+            sent, end_probe = int(done.group(1)), int(done.group(3))
+            assert sent == int(done.group(2)) + samples.size + end_probe
+            # the daemon's detector has reached the end probe: every sample before it is in
+            log.wait_for(CORRUPT, 120, nth=2)
+            daemon.send_signal(signal.SIGTERM)
+            daemon.wait(timeout=60)
+            stopped = log.wait_for(STOPPED, 10)
+            classified = int(stopped.group(2))
+            received = sub.collect(count=classified, idle_timeout_s=60)
+            extra = sub.recv(0.2)
     finally:
         for process in (flowgraph, daemon):
             if process.poll() is None:
@@ -208,12 +210,26 @@ type = "none"
                 process.wait()
         log.join()
     assert daemon.returncode == 0, "\n".join(log.lines)
-    stopped = log.wait_for(
-        r"stopped: detected (\d+), classified (\d+), failed (\d+), dropped (\{.*\})", 1
-    )
-    detected, classified, failed = (int(stopped.group(i)) for i in (1, 2, 3))
+    detected, failed = int(stopped.group(1)), int(stopped.group(3))
     dropped = sum(int(v) for v in re.findall(r": (\d+)", stopped.group(4)))
-    assert "source dropped" not in "\n".join(log.lines)  # no malformed or lost messages
+    # the source dropped nothing but the NaN probe items (no malformed message, no overflow)
+    losses = [x for x in log.lines if "source dropped" in x or "source overflow" in x]
+    assert losses and all("(nonfinite)" in x for x in losses), losses
+    assert extra is None, extra.payload  # no more messages than the daemon classified
+
+    # what the daemon got: the last `probe` NaN items, the recording, the end probe
+    probe = int(log.wait_for(SKIPPED, 1).group(1))
+    stream = np.concatenate(
+        [np.full(probe, np.nan, np.complex64), samples, np.full(end_probe, np.nan, np.complex64)]
+    )
+    truth = [(start + probe, end + probe) for start, end in truth]
+    assembler_config = AssemblerConfig(sample_rate_hz=rec.sample_rate_hz)
+    packets, offline_labels = offline(rec, stream, assembler_config)
+    tolerance = default_tolerance_samples(assembler_config)
+    pre = assembler_config.pre_trigger_samples
+    offline_pairs = match_intervals(
+        [(p.start_sample + pre, p.end_sample) for p in packets], truth, tolerance
+    )
 
     # counts add up; the daemon saw what the offline assembler saw
     assert detected == classified + failed + dropped
@@ -234,6 +250,9 @@ type = "none"
     # the labels match the annotations as well as the same engine offline does
     offline_acc = accuracy(offline_pairs, offline_labels, rec)
     daemon_acc = accuracy(daemon_pairs, daemon_labels, rec)
+    print(f"probe {probe} + {end_probe} NaN items; detected {detected}, classified {classified}, "
+          f"dropped {dropped}, failed {failed}; annotated {len(truth)}, missed {missed}; "
+          f"accuracy daemon {daemon_acc}, offline {offline_acc}")  # fmt: skip
     for task in TASKS:
         assert abs(daemon_acc[task.name] - offline_acc[task.name]) <= 0.02, (
             daemon_acc,
