@@ -1,7 +1,6 @@
-"""The ZeroMQ source against real PUB/PUSH sockets on 127.0.0.1 (and ipc in tmp_path)."""
+"""The ZeroMQ source against real PUB/PUSH sockets on 127.0.0.1 (and ipc in tmp_path, inproc)."""
 
 import struct
-import time
 
 import numpy as np
 import pytest
@@ -17,7 +16,10 @@ from edge_daemon.sources.zmq import (
     pmt_end,
 )
 
-WARMUP = np.zeros(1, np.complex64).tobytes()  # one zero sample: "are you there?"
+
+def _warmup(number: int) -> bytes:
+    """Warm-up message `number`: one sample, number + 1 ("are you there?")."""
+    return np.array([number + 1], np.complex64).tobytes()
 
 
 def _iq(n: int, seed: int) -> np.ndarray:
@@ -76,16 +78,17 @@ def _open(events=None, join_samples=1, **config):
 
 
 def _sync(source, send, rounds=500):
-    """Send warm-up messages until one comes through (a SUB misses what is sent before it
-    has subscribed); returns the index the next sample will have."""
-    for _ in range(rounds):
-        send()
+    """Send numbered warm-up messages (`send(payload)`) until one comes through (a SUB misses
+    what is sent before it has subscribed), then read up to the last one sent: every one after
+    the first that came through comes, in order. Returns the index the next sample will have."""
+    for sent in range(rounds):
+        send(_warmup(sent))
         chunk = source.read(0.01)
-        if chunk is not None:
-            while chunk is not None:  # drain the warm-ups still in flight
-                last = chunk.first_sample_index + chunk.samples.size
-                chunk = source.read(0.05)
-            return last
+        while chunk is not None:
+            last = chunk.first_sample_index + chunk.samples.size
+            if chunk.samples[-1] == sent + 1:
+                return last
+            chunk = source.read(10.0)  # the later warm-ups are on their way
     raise AssertionError("no warm-up message came through")
 
 
@@ -104,7 +107,7 @@ def _collect(source, n_samples, limit=500):
 def test_sub_round_trip_is_exact(context):
     pub, endpoint = _bind(context)
     source = _open(address=endpoint)
-    start = _sync(source, lambda: pub.send(WARMUP))
+    start = _sync(source, pub.send)
     sent = [_iq(n, seed) for seed, n in enumerate((4096, 1, 10_000, 777))]
     for x in sent:
         pub.send(x.tobytes())
@@ -135,7 +138,7 @@ def test_pull_bind_on_ipc_reads_ci16(context, tmp_path):
 def test_multipart_key_payload_and_subscribe_prefix(context):
     pub, endpoint = _bind(context)
     source = _open(address=endpoint, subscribe="iq")
-    _sync(source, lambda: pub.send_multipart([b"iq", WARMUP]))
+    _sync(source, lambda warmup: pub.send_multipart([b"iq", warmup]))
     wanted, other = _iq(500, 2), _iq(300, 3)
     pub.send_multipart([b"other", other.tobytes()])
     pub.send_multipart([b"iq", wanted.tobytes()])
@@ -207,12 +210,12 @@ def test_publisher_restart_on_the_same_port_reconnects_and_is_counted(context):
     pub, endpoint = _bind(context)
     events = NullEvents()
     source = _open(events, address=endpoint, reconnect_ivl_ms=20)
-    _sync(source, lambda: pub.send(WARMUP))
+    _sync(source, pub.send)
     pub.close(linger=0)
     for _ in range(20):  # let the source see the peer go
         source.read(0.01)
     pub, _ = _bind(context, address=endpoint)
-    _sync(source, lambda: pub.send(WARMUP))
+    _sync(source, pub.send)
     x = _iq(2000, 10)
     pub.send(x.tobytes())
     (chunk,) = _collect(source, x.size)
@@ -237,17 +240,21 @@ def test_discontinuity_after_a_reconnect(context):
     assert second.first_sample_index == 10 and events.reconnects == 1
 
 
-def test_queued_messages_are_joined_but_never_across_a_loss(context):
-    push, endpoint = _bind(context, zmq.PUSH)
+def test_queued_messages_are_joined_but_never_across_a_loss(context, monkeypatch):
+    # inproc in one context: a message is in the receiving socket's queue once send() returns
+    # (over tcp or ipc an I/O thread moves it there some time later), so which messages are
+    # queued at the first read does not depend on timing
+    push, endpoint = _bind(context, zmq.PUSH, address="inproc://join")
     events = NullEvents()
-    source = _open(events, address=endpoint, socket="pull", join_samples=2500)
+    with monkeypatch.context() as patch:
+        patch.setattr(zmq, "Context", lambda: context)  # the one open() makes for the source
+        source = _open(events, address=endpoint, socket="pull", join_samples=2500)
     sent = [_iq(1000, seed) for seed in range(8)]
     for x in sent[:4]:
         push.send(x.tobytes())
     push.send(b"\x00" * 12)  # odd bytes: dropped, and the next message starts a new chunk
     for x in sent[4:]:
         push.send(x.tobytes())
-    time.sleep(0.3)  # let all of them reach the socket: only queued messages are joined
     chunks = _collect(source, 8000)
     assert [c.samples.size for c in chunks] == [3000, 1000, 3000, 1000]
     assert [c.first_sample_index for c in chunks] == [0, 3000, 4001, 7001]
