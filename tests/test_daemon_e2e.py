@@ -5,12 +5,16 @@ classifications on a real SUB socket.
 Checked against the same engine run offline on the assembler's packets of the same recording:
 per-task accuracy within 2 points, and every annotated packet classified, dropped and counted,
 or missed by the detector.
+
+No step waits for a guessed time: the feeder (XPUB) sees the daemon's subscription before it
+sends, the daemon is stopped once its source has received every message sent (stop() lets it
+finish the chunk in hand and drains the queue), and the subscriber then reads until it has as
+many messages as the daemon classified.
 """
 
 from __future__ import annotations
 
 import struct
-import threading
 import time
 from pathlib import Path
 
@@ -26,6 +30,7 @@ from edge_core.schema import TASKS
 from edge_daemon.config import DaemonConfig
 from edge_daemon.pipeline import Daemon, packets_to_batch
 from edge_daemon.publisher import Subscriber
+from edge_daemon.sources.zmq import ZmqSource
 from engines.base import load
 
 pytestmark = pytest.mark.timeout(300)
@@ -40,19 +45,26 @@ def stream_with_tail(rec: Recording) -> np.ndarray:
     return np.concatenate([samples, np.zeros(TAIL_SAMPLES, np.complex64)])
 
 
-def feed_realtime(socket: zmq.Socket, samples: np.ndarray, rate_hz: float) -> float:
-    """Send `samples` as pass_tags messages, each when its last sample would have arrived."""
+def feed_realtime(socket: zmq.Socket, samples: np.ndarray, rate_hz: float) -> int:
+    """Send `samples` as pass_tags messages, each when its last sample would have arrived;
+    the number of messages."""
     t0 = time.monotonic()
-    late = 0.0
-    for offset in range(0, samples.size, MESSAGE_SAMPLES):
+    offsets = range(0, samples.size, MESSAGE_SAMPLES)
+    for offset in offsets:
         chunk = samples[offset : offset + MESSAGE_SAMPLES]
         due = t0 + (offset + chunk.size) / rate_hz
         wait = due - time.monotonic()
         if wait > 0:
-            time.sleep(wait)
-        late = max(late, -wait)
+            time.sleep(wait)  # pacing: the stream's real-time rate
         socket.send(TAG_HEADER.pack(0x5FF0, 1, offset, 0) + chunk.tobytes())
-    return late
+    return len(offsets)
+
+
+def wait_until(condition, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout_s} s"
+        time.sleep(0.01)
 
 
 def truth_of(rec: Recording) -> list[tuple[int, int]]:
@@ -137,15 +149,15 @@ def test_end_to_end_over_zeromq(bundle, tmp_path):
             sub.wait_connected()
             assert feeder.poll(10_000), "the daemon's zmq source did not subscribe"
             assert feeder.recv()[:1] == b"\x01"
-            received: list = []
-            collector = threading.Thread(
-                target=lambda: received.extend(sub.collect(count=None, idle_timeout_s=2.0))
-            )
-            collector.start()
-            feed_realtime(feeder, samples, rec.sample_rate_hz)
-            collector.join(timeout=60)
+            sent = feed_realtime(feeder, samples, rec.sample_rate_hz)
+            source = daemon.source
+            assert isinstance(source, ZmqSource)
+            wait_until(lambda: source.messages == sent, 120, f"the source got {sent} messages")
+            totals = daemon.stop()
+            received = sub.collect(count=totals.classified, idle_timeout_s=60)
+            extra = sub.recv(0.2)
     finally:
-        totals = daemon.stop()
+        daemon.stop()
         feeder.close(linger=0)
         context.term()
 
@@ -154,6 +166,7 @@ def test_end_to_end_over_zeromq(bundle, tmp_path):
     assert totals.detected == len(packets)
     payloads = [m.payload for m in received]
     assert len(payloads) == totals.classified
+    assert extra is None, extra.payload  # and no more
     daemon_pred = [{t: p["labels"][t]["index"] for t in p["labels"]} for p in payloads]
     daemon_pairs = match_intervals(
         [(p["sample_start"] + pre, p["sample_end"]) for p in payloads], truth, tolerance
