@@ -59,13 +59,31 @@ def soapy(tmp_path_factory) -> dict[str, str]:
     return {"SOAPY_SDR_PLUGIN_PATH": str(modules), "PYTHONPATH": str(pythonpath)}
 
 
+# The daemon on the device until its detector has had all `samples` of the recording; no step
+# waits for a guessed time: the source opens (and the device starts playing) only once the
+# subscriber has connected, the daemon stops once its assembler has been fed every sample
+# (stop() lets the source finish the chunk in hand, then drains), and the subscriber reads until
+# it has as many messages as the daemon classified.
 RUN_DAEMON = textwrap.dedent("""
     import json, sys, threading, time
     from edge_daemon.config import DaemonConfig
     from edge_daemon.pipeline import Daemon
     from edge_daemon.publisher import Subscriber
 
-    device, seconds = sys.argv[1], float(sys.argv[2])
+    class GatedOpen:
+        \"\"\"The source, opened only once `gate` is set.\"\"\"
+
+        def __init__(self, inner):
+            self.inner, self.gate = inner, threading.Event()
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def open(self):
+            self.gate.wait()
+            self.inner.open()
+
+    device, samples = sys.argv[1], int(sys.argv[2])
     config = DaemonConfig.from_dict({
         "source": {"type": "soapysdr", "device": device, "sample_rate_hz": 20e6,
                    "center_freq_hz": 2.437e9, "gain_db": 30.0, "chunk_samples": 16384},
@@ -77,31 +95,38 @@ RUN_DAEMON = textwrap.dedent("""
         "batcher": {"max_batch": 16, "max_queue_delay_ms": 1.0, "queue_size": 4096},
     }, "")
     daemon = Daemon(config)
+    overflows = lambda: daemon.registry.get_sample_value("edgetc_source_overflows_total")
+    source = daemon.source = GatedOpen(daemon.source)  # the daemon's, with its events
     received = []
     daemon.start()
     try:
         with Subscriber(daemon.publisher.endpoint) as sub:
             sub.wait_connected()
-            collector = threading.Thread(
-                target=lambda: received.extend(sub.collect(count=None, idle_timeout_s=3.0)))
-            collector.start()
-            time.sleep(seconds)
-            collector.join(timeout=60)
+            source.gate.set()
+            deadline = time.monotonic() + 120
+            while daemon.assembler is None or daemon.assembler.stats.samples < samples:
+                if daemon.failure or overflows():  # samples lost: they never all come
+                    break
+                assert time.monotonic() < deadline, "the daemon did not get every sample"
+                time.sleep(0.01)
+            totals = daemon.stop()
+            received = sub.collect(count=totals.classified, idle_timeout_s=60)
     finally:
+        source.gate.set()  # never leave the source thread waiting to open
         totals = daemon.stop()
     print(json.dumps({
         "detected": totals.detected, "classified": totals.classified, "failed": totals.failed,
         "dropped": totals.dropped, "accounted": totals.accounted,
-        "overflows": daemon.registry.get_sample_value("edgetc_source_overflows_total"),
+        "overflows": overflows(),
         "rate": daemon.source.sample_rate_hz, "failure": daemon.failure,
         "packets": [[m.payload["sample_start"], m.payload["sample_end"]] for m in received],
     }))
 """)
 
 
-def run_daemon(soapy: dict[str, str], device: str, seconds: float) -> dict:
+def run_daemon(soapy: dict[str, str], device: str, samples: int) -> dict:
     done = subprocess.run(
-        [sys.executable, "-c", RUN_DAEMON, device, str(seconds), str(ROOT / "models" / "default")],
+        [sys.executable, "-c", RUN_DAEMON, device, str(samples), str(ROOT / "models" / "default")],
         capture_output=True, text=True, env={**os.environ, **soapy}, cwd=ROOT, timeout=240,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
@@ -166,8 +191,7 @@ def test_daemon_through_python3_soapysdr_classifies_a_recording(soapy, tmp_path)
     # a driver buffer of 0.4 s: this shared test machine may stall the reader for a while
     device = (f"driver=sigmfplay,path={data},rate={rec.sample_rate_hz},pace=realtime,"
               "mtu=16384,buffer=8388608")  # fmt: skip
-    seconds = samples.size / rec.sample_rate_hz + 1.0
-    result = run_daemon(soapy, device, seconds)
+    result = run_daemon(soapy, device, samples.size)
     assert result["failure"] is None and result["rate"] == rec.sample_rate_hz
     assert result["overflows"] == 0  # a reader that keeps up sees none
     assert result["detected"] == result["accounted"] == len(packets)
