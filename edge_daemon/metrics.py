@@ -150,6 +150,10 @@ class DaemonMetrics:
             "edgetc_source_format_suspect", "1 once the samples' statistics say the stream is "
             "not in [source] sample_format (NaN/denormal share, a full-scale floor)", registry=r,
         )  # fmt: skip
+        self.source_rate_suspect = Gauge(
+            "edgetc_source_rate_suspect", "1 once the samples' statistics say the stream is "
+            "not at [source] sample_rate_hz (802.11 OFDM symbols at another lag)", registry=r,
+        )  # fmt: skip
         self.detector_noise_floor_dbfs.set(float("nan"))
         self.detector_input_power_dbfs.set(float("nan"))
         for reason in SKIP_REASONS:

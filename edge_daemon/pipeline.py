@@ -57,6 +57,7 @@ from edge_daemon.power import (
     open_power_meter,
 )
 from edge_daemon.publisher import Classified, Publisher, label_entries
+from edge_daemon.rate_check import SampleRateCheck
 from edge_daemon.sdnotify import Notifier, NullNotifier
 from edge_daemon.sources.base import Source, create_source
 from edge_daemon.stages import StageRecorder
@@ -218,6 +219,8 @@ class Daemon:
         self.health: DetectorHealth | None = None
         """The detector's health metrics and log lines (made with the assembler)."""
         """Made at the source's first open, at its sample rate (known once open)."""
+        self.rate_check: SampleRateCheck | None = None
+        """Does the stream look like it is at the configured rate? (made with the assembler)"""
         b = config.batcher
         self.batcher: DynamicBatcher[QueuedPacket] = DynamicBatcher(
             b.max_batch, b.max_queue_delay_ms / 1e3, b.queue_size, b.drop_policy, clock,
@@ -396,6 +399,10 @@ class Daemon:
                         self.health = DetectorHealth(
                             self.metrics, get_logger("detector"), rate, config.threshold_db
                         )
+                        self.rate_check = SampleRateCheck(
+                            self.metrics.source_rate_suspect, get_logger("source"), rate,
+                            config.output_length,
+                        )  # fmt: skip
                     self.notifier.ready(f"source {source.config.type} open at {rate:.0f} samples/s")
                     self.source_open.set()
                 assembler = self.assembler
@@ -423,8 +430,9 @@ class Daemon:
                     chunk.samples, chunk.first_sample_index, chunk.arrival_time
                 )
                 self._enqueue(packets, self._clock())
-                assert self.health is not None
+                assert self.health is not None and self.rate_check is not None
                 self.health.update(assembler, chunk.samples, len(packets))
+                self.rate_check.check(packets)
         except Exception as exc:
             self._crashed("source", exc)
         finally:

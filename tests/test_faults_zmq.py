@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import pytest
@@ -357,3 +358,84 @@ def test_the_right_sample_format_is_not_suspect():
         feed.send_iq(good)
         feed.settle()
         assert value(feed.daemon, "edgetc_source_format_suspect") == 0
+
+
+def resampled(chunks: list[np.ndarray], up: int, down: int) -> list[np.ndarray]:
+    """The same channel at `up/down` times the rate (scipy's polyphase resampler), in chunks."""
+    from scipy.signal import resample_poly
+
+    x = resample_poly(np.concatenate(chunks), up, down).astype(np.complex64)
+    return [x[i : i + 16384] for i in range(0, x.size, 16384)]
+
+
+def rate_lines(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if "configured [source] sample_rate_hz" in r.getMessage()]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("configured", "up", "down", "estimate"),
+    [(40e6, 1, 1, "20.0"), (20e6, 1, 2, "10.0"), (20e6, 2, 1, "40.0")],
+    ids=["20-Msps-stream-declared-40", "10-Msps-stream-declared-20", "40-Msps-stream-declared-20"],
+)
+def test_a_sample_rate_mismatch_is_reported_once(caplog, configured, up, down, estimate):
+    """802.11 OFDM symbols are 3.2 us plus a cyclic prefix: the lag at which each sampled
+    packet repeats itself gives the stream's real rate."""
+    caplog.set_level(logging.INFO)
+    stream = resampled(traffic(0.24, seed=3), up, down)
+    with running({"sample_rate_hz": configured}) as feed:
+        feed.send_iq(stream)
+        feed.settle()
+        assert feed.daemon.totals.detected > 100
+        assert value(feed.daemon, "edgetc_source_rate_suspect") == 1
+    lines = rate_lines(caplog)
+    assert len(lines) == 1, caplog.text
+    assert f"sample_rate_hz = {configured:.0f}" in lines[0], lines
+    assert f"probably about {estimate} Msps" in lines[0], lines
+
+
+def test_the_right_sample_rate_is_not_suspect(caplog):
+    caplog.set_level(logging.INFO)
+    with running() as feed:
+        feed.send_iq(traffic(0.24, seed=3))
+        feed.settle()
+        assert value(feed.daemon, "edgetc_source_rate_suspect") == 0
+        assert feed.daemon.rate_check is not None
+        assert feed.daemon.rate_check.votes >= 16  # it did look, and found 20 Msps
+    assert not rate_lines(caplog), caplog.text
+
+
+@pytest.mark.parametrize("configured", [20e6, 40e6])
+def test_802_11b_alone_never_makes_the_rate_suspect(configured):
+    """DSSS has no cyclic prefix: a stream of 802.11b PPDUs at every rate and preamble, checked
+    at the right rate and at a wrong one, gives no verdict (it cannot tell, and says nothing)."""
+    from prometheus_client import CollectorRegistry
+
+    from edge_core.assembler import Packet
+    from edge_core.synth.dsss import dsss_ppdu
+    from edge_daemon.metrics import DaemonMetrics
+    from edge_daemon.rate_check import SampleRateCheck
+
+    metrics = DaemonMetrics(CollectorRegistry())
+    check = SampleRateCheck(metrics.source_rate_suspect, logging.getLogger("t"), configured, 3000)
+    rng = np.random.default_rng(2)
+    start, votes = 0, 0
+    kinds: list[tuple[float, Literal["long", "short"]]] = [
+        (1, "long"), (2, "long"), (2, "short"), (5.5, "short"), (11, "long"), (11, "short"),
+    ]  # fmt: skip
+    for i in range(240):
+        rate, preamble = kinds[i % len(kinds)]
+        psdu = rng.integers(0, 256, int(rng.integers(100, 1500)), dtype=np.uint8)
+        iq = dsss_ppdu(psdu, rate, preamble, rng)[:3000]
+        iq = iq + 0.05 * (rng.standard_normal(iq.size) + 1j * rng.standard_normal(iq.size))
+        padded = np.zeros(3000, np.complex64)
+        padded[: iq.size] = iq
+        check.check([Packet(start, start + iq.size, padded, False, 20.0, None)])
+        start += iq.size + 2000
+        votes = check.votes
+    assert check.suspect is None and value_of(metrics.source_rate_suspect) == 0
+    assert votes < 12  # a few stray lags, never a consensus (MIN_VOTES is 16)
+
+
+def value_of(gauge) -> float:
+    return gauge._value.get()
