@@ -307,6 +307,11 @@ class Subscriber:
             raise ConfigError("a CURVE client key needs the server's public key file too")
         for topic in self.topics:
             self._socket.setsockopt(zmq.SUBSCRIBE, topic)
+        # watched from before connect(): on loopback the handshake can be over before a
+        # monitor attached later would see it (wait_connected then waited in vain, issue 17)
+        self._monitor: zmq.Socket[Any] | None = self._socket.get_monitor_socket(
+            zmq.EVENT_HANDSHAKE_SUCCEEDED
+        )
         self._socket.connect(endpoint)
 
     def _curve_client(self, server_key_file: str, client_key_file: str) -> None:
@@ -346,14 +351,11 @@ class Subscriber:
     def wait_connected(self, timeout_s: float = 5.0) -> None:
         """Block until the connection's ZeroMQ handshake is done (then subscriptions reach the
         publisher within a moment: PUB/SUB drops what it sends before). TimeoutError if not."""
-        monitor = self._socket.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
-        try:
-            if not monitor.poll(int(timeout_s * 1000)):
+        if self._monitor is not None:
+            if not self._monitor.poll(int(timeout_s * 1000)):
                 raise TimeoutError(f"no connection to the publisher within {timeout_s} s")
-            monitor.recv_multipart()
-        finally:
-            self._socket.disable_monitor()
-            monitor.close(linger=0)
+            self._monitor.recv_multipart()
+            self._close_monitor()
         time.sleep(0.05)  # the SUBSCRIBE frames travel after the handshake
 
     def collect(self, count: int | None, idle_timeout_s: float) -> list[Message]:
@@ -366,8 +368,16 @@ class Subscriber:
             out.append(message)
         return out
 
+    def _close_monitor(self) -> None:
+        if self._monitor is not None:
+            self._socket.disable_monitor()
+            self._monitor.close(linger=0)
+            self._monitor = None
+
     def close(self) -> None:
         if not self._socket.closed:
+            if getattr(self, "_monitor", None) is not None:  # not made yet if CURVE keys failed
+                self._close_monitor()
             self._socket.close()
             self._context.term()
 
