@@ -161,8 +161,10 @@ def run_to_the_end(bundle_dir) -> tuple[Daemon, list]:
         sub.wait_connected()
         source.gate.set()
         assert daemon.source_done.wait(60)
-        daemon.stop()
-        got = sub.collect(count=None, idle_timeout_s=1.0)
+        totals = daemon.stop()
+        # as many as it classified (60 s without one: a hang guard), then any extra one
+        got = sub.collect(count=totals.classified, idle_timeout_s=60)
+        got += sub.collect(count=None, idle_timeout_s=0.2)
     return daemon, got
 
 
