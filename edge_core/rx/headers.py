@@ -233,7 +233,7 @@ _TIMING_BLOCKS = (2, 34)  # 1 us blocks whose energy per phase sets the symbol t
 
 _SYNC_CHECK = 12  # SYNC bits required before an SFD
 _SHORT_SFD, _LONG_SFD = 0x05CF, 0xF3A0  # sent LSB first
-_LONG_SYNC_RUN = 32  # descrambled ones that recognise a long SYNC whose SFD is past the window
+_SYNC_RUN = 32  # descrambled SYNC bits that recognise a preamble whose SFD is past the row
 _DSSS_VALID_DB = -13.0  # symbols this far below the packet's 90th-percentile energy are empty
 # SIGNAL (rate in 100 kbit/s) -> Mbit/s; 15.3.3.4, 16.2.3.4.
 _DSSS_RATE_OF_SIGNAL = np.zeros(256, np.float32)
@@ -261,9 +261,10 @@ def _first(hit: np.ndarray) -> np.ndarray:
     return np.where(hit.any(axis=1), np.argmax(hit, axis=1), -1)
 
 
-def _find_sync(plain: np.ndarray, ok: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _find_sync(plain: np.ndarray, ok: np.ndarray) -> tuple[np.ndarray, ...]:
     """Descrambled DSSS bits (r, m) and their validity -> first symbol of 12 SYNC zeros + short
-    SFD, of 12 SYNC ones + long SFD, and of a run of _LONG_SYNC_RUN ones (each -1 if none)."""
+    SFD, of 12 SYNC ones + long SFD, of _SYNC_RUN zeros (short SYNC) and of _SYNC_RUN ones (long
+    SYNC), each -1 if none."""
     r, m = plain.shape
     zero = np.zeros((r, 1), np.int32)
     ones = np.concatenate([zero, np.cumsum(ok & (plain == 1), axis=1, dtype=np.int32)], axis=1)
@@ -277,12 +278,13 @@ def _find_sync(plain: np.ndarray, ok: np.ndarray) -> tuple[np.ndarray, np.ndarra
     sfd = np.zeros((r, n), np.int32)
     for i in range(16):  # the 16 SFD bits, LSB first, as one number
         sfd |= plain[:, lo + i : lo + i + n].astype(np.int32) << i
-    run = max(m - _LONG_SYNC_RUN + 1, 0)
-    long_sync = ones[:, _LONG_SYNC_RUN : _LONG_SYNC_RUN + run] - ones[:, :run] == _LONG_SYNC_RUN
+    w = _SYNC_RUN
+    run = max(m - w + 1, 0)
     return (
         _first(sync0 & sfd_ok & (sfd == _SHORT_SFD)),
         _first(sync1 & sfd_ok & (sfd == _LONG_SFD)),
-        _first(long_sync),
+        _first(zeros[:, w : w + run] - zeros[:, :run] == w),
+        _first(ones[:, w : w + run] - ones[:, :run] == w),
     )
 
 
@@ -473,9 +475,13 @@ def _decode_dsss(buf: np.ndarray, out: np.ndarray, rows: np.ndarray) -> None:
     ok_plain = ok_bit.copy()
     for d in range(1, 8):
         ok_plain[:, d:] &= ok_bit[:, :-d]
-    short_at, long_at, sync_at = _find_sync(plain, ok_plain)
+    short_at, long_at, short_sync, long_sync = _find_sync(plain, ok_plain)
+    # SFD first; else the SYNC alone (a long preamble's SFD ends at 144 us, near a row's end).
     is_short = (short_at >= 0) & ((long_at < 0) | (short_at < long_at))
-    is_long = ~is_short & ((long_at >= 0) | (sync_at >= 0))
+    is_long = ~is_short & (long_at >= 0)
+    by_sync = (short_at < 0) & (long_at < 0)
+    is_short |= by_sync & (short_sync >= 0) & ((long_sync < 0) | (short_sync < long_sync))
+    is_long |= by_sync & (long_sync >= 0) & ~is_short
     out[rows[is_short | is_long], _FORMAT] = FORMAT_DSSS
     out[rows[is_short], _SHORT] = 1
     out[rows[is_long], _SHORT] = 0
@@ -483,7 +489,7 @@ def _decode_dsss(buf: np.ndarray, out: np.ndarray, rows: np.ndarray) -> None:
     sfd = np.where(is_short, short_at, long_at) + _SYNC_CHECK  # first SFD symbol
     hdr0 = sfd + 16
     n_hdr = np.where(is_short, 24, 48)
-    fits = (is_short | (long_at >= 0)) & (hdr0 + n_hdr <= m)
+    fits = ((short_at >= 0) | (long_at >= 0)) & (hdr0 + n_hdr <= m)
     sel = np.flatnonzero(fits)
     if sel.size == 0:
         return
