@@ -12,6 +12,7 @@ nested `TypedConfig` subclass (a sub-table, validated under its own key path).
 
 from __future__ import annotations
 
+import json
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -99,7 +100,8 @@ class TypedConfig:
             return [f"{where}: want a table, got {type(data).__name__}"], None
         hints = typing.get_type_hints(cls)
         known = {f.name for f in fields(cls)}
-        problems = [f"{_join(path, key)}: unknown key" for key in data if key not in known]
+        unknown = [key for key in data if key not in known]
+        problems = [f"{_join(path, _toml_key(key))}: unknown key" for key in unknown]
         values: dict[str, Any] = {}
         bad: set[str] = set()
         for key in [f.name for f in fields(cls) if f.name in data]:
@@ -157,6 +159,15 @@ class TypedConfig:
 
 def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
+
+
+def _toml_key(key: Any) -> str:
+    """`key` as TOML writes it in a dotted key: bare when it can be, else quoted ('' or 'a: b'
+    would make an unreadable key path)."""
+    text = str(key)
+    if text and all(c.isascii() and (c.isalnum() or c in "_-") for c in text):
+        return text
+    return json.dumps(text, ensure_ascii=False)
 
 
 def _nested_type(hint: Any) -> type[TypedConfig] | None:

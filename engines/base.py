@@ -342,7 +342,7 @@ def config_from_dict(data: Mapping[str, Any], path: str = "engine") -> EngineCon
         raise EngineConfigError([f"{path}: want a table, got {type(data).__name__}"])
     known = backends()
     key = data.get("type")
-    if key not in known:
+    if not isinstance(key, str) or key not in known:  # [] would be unhashable
         what = "missing" if key is None else f"{key!r} is not one of {list(known)}"
         raise EngineConfigError([f"{path}.type: {what}"])
     return known[key].config.from_dict(data, path)

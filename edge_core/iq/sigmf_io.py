@@ -282,7 +282,8 @@ def open_recording(path: str | Path, strict: bool = True) -> Recording:
         raise IQFormatError(f"{meta_path}: {exc}") from None
     if global_info.get("core:num_channels", 1) != 1:
         raise IQFormatError(
-            f"{meta_path}: {global_info['core:num_channels']} channels; only 1 is supported"
+            f"{meta_path}: core:num_channels is {global_info['core:num_channels']}; only 1 "
+            "channel is supported"
         )
     rate = global_info.get("core:sample_rate")
     if rate is None:
@@ -291,7 +292,9 @@ def open_recording(path: str | Path, strict: bool = True) -> Recording:
         raise IQFormatError(f"{meta_path}: core:sample_rate must be > 0, got {rate!r}")
     header_bytes = sum(int(c.get("core:header_bytes", 0)) for c in captures)
     if len([c for c in captures if c.get("core:header_bytes")]) > 1:
-        raise IQFormatError(f"{meta_path}: header_bytes in several captures is not supported")
+        raise IQFormatError(
+            f"{meta_path}: core:header_bytes in several captures is not supported"
+        )
 
     try:
         data_path = get_dataset_filename_from_metadata(meta_path, doc)

@@ -253,7 +253,7 @@ def source_config_from_dict(data: object, path: str = "source") -> SourceConfig:
         raise SourceConfigError([f"{path}: want a table, got {type(data).__name__}"])
     known = source_backends()
     key = data.get("type")
-    if key not in known:
+    if not isinstance(key, str) or key not in known:  # [] would be unhashable
         what = "missing" if key is None else f"{key!r} is not one of {list(known)}"
         raise SourceConfigError([f"{path}.type: {what}"])
     return known[key].config.from_dict(data, path)
