@@ -105,7 +105,7 @@ _STF_THRESHOLD = 0.5  # |delay-16 autocorrelation| / power; noise alone stays ne
 _LTF_THRESHOLD = 0.5  # repetition of the two L-LTF symbols, same scale
 _LTF_FROM = 80  # the first long symbol is searched from STF hit + 80 ...
 _LTF_SPAN = 160  # ... over 160 positions (it is at STF start + 192)
-_QBPSK_RATIO = 2.0  # HT-SIG1: energy on Q over energy on I
+_QBPSK_RATIO = 1.0  # HT-SIG1 + 2: more energy on Q than on I (the CRC-8 then confirms)
 # FFT windows from the first L-LTF symbol: LTF1, LTF2, L-SIG, HT-SIG1, HT-SIG2 (past their GIs).
 _FIELD_WINDOWS = np.array([0, 64, 144, 224, 304])[:, None] + np.arange(_N_FFT)  # (5, 64)
 
@@ -407,7 +407,8 @@ def _decode_ofdm(buf: np.ndarray, out: np.ndarray, rows: np.ndarray) -> np.ndarr
         soft.append(z[:, _DATA_COL] * (cpe.conj() / np.maximum(np.abs(cpe), 1e-30))[:, None])
     lsig_soft, ht1, ht2 = soft
     # Only a 6 Mbit/s L-SIG can announce HT; after any other rate the next symbol is data.
-    qbpsk = np.sum(ht1.imag**2, axis=1) > _QBPSK_RATIO * np.sum(ht1.real**2, axis=1)
+    q_energy = np.sum(ht1.imag**2, axis=1) + np.sum(ht2.imag**2, axis=1)
+    qbpsk = q_energy > _QBPSK_RATIO * (np.sum(ht1.real**2, axis=1) + np.sum(ht2.real**2, axis=1))
     ht = np.flatnonzero(qbpsk)
 
     # BPSK bit 1 is +1 (+j for HT-SIG); Viterbi wants log P(0)/P(1).
