@@ -292,9 +292,7 @@ def open_recording(path: str | Path, strict: bool = True) -> Recording:
         raise IQFormatError(f"{meta_path}: core:sample_rate must be > 0, got {rate!r}")
     header_bytes = sum(int(c.get("core:header_bytes", 0)) for c in captures)
     if len([c for c in captures if c.get("core:header_bytes")]) > 1:
-        raise IQFormatError(
-            f"{meta_path}: core:header_bytes in several captures is not supported"
-        )
+        raise IQFormatError(f"{meta_path}: core:header_bytes in several captures is not supported")
 
     try:
         data_path = get_dataset_filename_from_metadata(meta_path, doc)
