@@ -69,8 +69,9 @@ _TOP_KEYS = frozenset(
         "models",
     }
 )
-_TOP_OPTIONAL = frozenset({"pruning"})
-"""`pruning`: a pruned model's provenance (method, h, per-layer knees, parent, fine-tuning)."""
+_TOP_OPTIONAL = frozenset({"pruning", "fusion"})
+"""`pruning`: a pruned model's provenance (method, h, per-layer knees, parent, fine-tuning);
+`fusion`: the fusion stage (edge_core/fusion.py): its file, fused tasks, features, training."""
 _INPUT_KEYS = frozenset({"name", "shape", "dtype", "rows", "normalization"})
 _NORMALIZATION_KEYS = frozenset({"kind", "note"})
 _MODEL_KEYS = frozenset({"architecture", "kwargs", "tasks", "params", "flops", "test_accuracy"})
@@ -141,6 +142,8 @@ class Bundle:
     manifest: dict[str, Any]
     tasks: tuple[str, ...]
     models: tuple[BundleModel, ...]
+    fusion: Path | None = None
+    """The fusion stage's file (`edge_core.fusion.load_fusion` reads it), if the bundle has one."""
 
     def select(self, format: str, precision: str | None = None) -> BundleModel:
         """The model file of `format` (and `precision`); ModelError lists what the bundle has."""
@@ -412,6 +415,7 @@ def load_manifest(directory: str | Path) -> Bundle:
     if "pruning" in manifest and not isinstance(manifest["pruning"], dict):
         raise c.fail("pruning", f"want an object, got {manifest['pruning']!r}")
     _check_files(c, directory, manifest["files"])
+    fusion = _check_fusion(c, directory, manifest.get("fusion"), tasks, manifest["files"])
     entries = manifest["models"]
     if not isinstance(entries, list) or not entries:
         raise c.fail("models", "want a non-empty list of model files")
@@ -419,7 +423,29 @@ def load_manifest(directory: str | Path) -> Bundle:
         _check_entry(c, directory, e, f"models[{i}]", tasks, manifest["files"], required)
         for i, e in enumerate(entries)
     )
-    return Bundle(directory, manifest, tasks, models)
+    return Bundle(directory, manifest, tasks, models, fusion)
+
+
+def _check_fusion(
+    c: _Checker, directory: Path, obj: Any, tasks: tuple[str, ...], files: dict[str, Any]
+) -> Path | None:
+    if obj is None:
+        return None
+    if not isinstance(obj, dict):
+        raise c.fail("fusion", f"want an object, got {obj!r}")
+    if "file" not in obj:
+        raise c.fail("fusion.file", "missing: the fusion stage's file name")
+    name = c.string(obj, "file", "fusion")
+    if name not in files:
+        raise c.fail("fusion.file", f"{name!r} is not among the bundle's files")
+    fused = obj.get("tasks")
+    if not isinstance(fused, list) or not fused or any(t not in tasks for t in fused):
+        raise c.fail(
+            "fusion.tasks", f"want a non-empty list of the model's tasks {tasks}, got {fused!r}"
+        )
+    if not isinstance(obj.get("features"), list):
+        raise c.fail("fusion.features", "want the list of the stage's input features")
+    return directory / name
 
 
 def write_manifest(directory: str | Path, manifest: Mapping[str, Any]) -> Path:

@@ -117,6 +117,8 @@ class DaemonConfig(TypedConfig):
     publisher_cpus: tuple[int, ...] = ()
     realtime_priority: int = 0
     switch_interval_ms: float = 0.5
+    fusion: bool = True
+    """Use the bundle's fusion stage (edge_core/fusion.py) for the tasks it fuses, if it has one."""
 
     def problems(self) -> list[tuple[str, str]]:
         out = []
@@ -308,7 +310,11 @@ def _bundle_problems(config: DaemonConfig) -> list[str]:
     if not manifest.is_file():
         return [f"bundle: {config.bundle!r} has no {MANIFEST_NAME} (not a model bundle)"]
     try:
-        load_manifest(config.bundle)
+        bundle = load_manifest(config.bundle)
+        if config.fusion and bundle.fusion is not None:
+            from edge_core.fusion import load_fusion
+
+            load_fusion(bundle.fusion, bundle.tasks)
     except ModelError as exc:
         return [f"bundle: {exc}"]
     return []

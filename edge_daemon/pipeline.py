@@ -44,6 +44,7 @@ from prometheus_client import CollectorRegistry
 from edge_core.assembler import Packet, PacketAssembler
 from edge_core.bundle import load_manifest
 from edge_core.errors import ConfigError, EdgeTcError, IQFormatError, SourceError
+from edge_core.fusion import Fusion, load_fusion
 from edge_core.schema import INPUT_LENGTH, TASK_BY_NAME
 from edge_daemon.batcher import DynamicBatcher
 from edge_daemon.config import DaemonConfig, PacketGain
@@ -239,6 +240,8 @@ class Daemon:
         self.power_status: str | None = None
         """Why there are no power figures (no meter, a failed meter); None while they come."""
         self.engine: Engine | None = None
+        self.fusion: Fusion | None = None
+        """The bundle's fusion stage (app_type/app from the CNN, duration and PHY header)."""
         self.publisher: Publisher | None = None
         self.metrics_server: MetricsServer | None = None
         self._threads: list[threading.Thread] = []
@@ -264,6 +267,7 @@ class Daemon:
         self._started = True
         try:
             self.engine = self._load_engine()
+            self.fusion = self._load_fusion()
             self._packet_gain = resolve_packet_gain(self.config)
             self.publisher = Publisher(self.config.publisher, self.metrics.messages_published.inc)
             m = self.config.metrics
@@ -359,6 +363,19 @@ class Daemon:
             engine.warmup(size)
         self.metrics.set_engine_info(engine.info, str(Path(self.config.bundle)))
         return engine
+
+    def _load_fusion(self) -> Fusion | None:
+        """The bundle's fusion stage, measured with this daemon's pre-trigger; None without."""
+        if not self.config.fusion or not self.config.bundle:
+            return None
+        bundle = load_manifest(self.config.bundle)
+        if bundle.fusion is None:
+            return None
+        fusion = load_fusion(bundle.fusion, bundle.tasks)
+        fusion = replace(fusion, pre_trigger_samples=self.config.assembler.pre_trigger_samples)
+        log.info("fusion: %s from the CNN, packet duration and PHY header (%s)",
+                 ", ".join(fusion.tasks), bundle.fusion.name)  # fmt: skip
+        return fusion
 
     # -- source thread --------------------------------------------------------------------------
     def _on_queue_drop(self, item: QueuedPacket) -> None:
@@ -509,6 +526,9 @@ class Daemon:
             if self.engine is None:
                 raise EdgeTcError("no engine loaded (the last reload failed)")
             probs = self.engine.infer(x)
+            if self.fusion is not None:
+                lengths = np.fromiter((q.end_sample - q.start_sample for q in batch), np.int64, n)
+                probs = self.fusion.apply(probs, x, lengths)
         except Exception as exc:
             self._engine_failed(n, exc)
             return

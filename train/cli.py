@@ -680,6 +680,19 @@ def _cmd_baselines(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_fusion(args: argparse.Namespace) -> int:
+    fusion = _train_module("fusion")
+    log = (lambda _msg: None) if args.json else print
+    record = fusion.fit_fusion(
+        args.bundle, args.data, val=args.val, seed=args.seed, max_packets=args.max_packets, log=log
+    )
+    if args.json:
+        print(json.dumps(record, indent=1))
+    else:
+        print(f"wrote {Path(args.bundle) / record['file']} and the bundle's manifest")
+    return 0
+
+
 def _cmd_fit(args: argparse.Namespace) -> int:
     trainer = _train_module("trainer")
     if args.model == "mtl1d" and args.task is not None:
@@ -887,6 +900,20 @@ def _evaluate_bundle(args: argparse.Namespace) -> int:
         balanced=args.split == "balanced",
         bound=not args.no_bound,
     )
+    fusion = fusion_inputs = None
+    if bundle.fusion is not None:
+        from edge_core.fusion import DURATION_FEATURE, feature_matrix, load_fusion
+        from edge_core.rx.headers import decode_headers
+        from train.data import read_packets_csv
+
+        fusion = load_fusion(bundle.fusion, bundle.tasks)
+        csv = read_packets_csv(Path(args.data) / "packets.csv", [DURATION_FEATURE])
+        duration = np.asarray(csv[DURATION_FEATURE], np.float64)[indices]
+        iq = packets.x[:, 0] + 1j * packets.x[:, 1]
+        headers = np.concatenate(
+            [decode_headers(iq[s : s + 256].astype(np.complex64)) for s in range(0, len(iq), 256)]
+        )
+        fusion_inputs = (duration, headers)
     for entry in bundle.models:
         name = entry.path.name
         config = {"type": _ENGINE_OF_FORMAT[entry.format], "model": name}
@@ -897,10 +924,12 @@ def _evaluate_bundle(args: argparse.Namespace) -> int:
             continue
         with engine:
             parts: dict[str, list[np.ndarray]] = {t: [] for t in bundle.tasks}
+            raw: dict[str, list[np.ndarray]] = {t: [] for t in bundle.tasks}
             for start in range(0, len(packets.x), args.batch_size):
                 probs = engine.infer(packets.x[start : start + args.batch_size])
                 for t in bundle.tasks:
                     parts[t].append(probs[t].argmax(axis=1))
+                    raw[t].append(probs[t])
         per_task = {}
         for t in bundle.tasks:
             classes = TASK_BY_NAME[t].num_classes
@@ -912,6 +941,18 @@ def _evaluate_bundle(args: argparse.Namespace) -> int:
             "engine": config["type"],
             "per_task": per_task,
         }
+        if fusion is not None and fusion_inputs is not None:
+            # the same model's probabilities through the bundle's fusion stage, as the daemon
+            x = feature_matrix(
+                {t: np.concatenate(v) for t, v in raw.items()}, *fusion_inputs, fusion.features
+            )
+            fused = {}
+            for t, ensemble in fusion.ensembles.items():
+                cm = confusion_matrix(
+                    packets.labels[t], ensemble.proba(x).argmax(1), TASK_BY_NAME[t].num_classes
+                )
+                fused[t] = {"accuracy": float(np.trace(cm) / cm.sum()), "macro_f1": macro_f1(cm)}
+            result["models"][name]["fused"] = fused
     if args.json:
         print(json.dumps(result, indent=1))
     else:
@@ -922,6 +963,9 @@ def _evaluate_bundle(args: argparse.Namespace) -> int:
                 continue
             accs = "  ".join(f"{t}={v['accuracy']:.4f}" for t, v in r["per_task"].items())
             print(f"  {name:<20} {accs}")
+            if "fused" in r:
+                accs = "  ".join(f"{t}={v['accuracy']:.4f}" for t, v in r["fused"].items())
+                print(f"  {'  + fusion':<20} {accs}")
         from train.baselines import BASELINE_KEYS, format_value
 
         for key, title in BASELINE_KEYS:
@@ -1112,6 +1156,23 @@ def _add_fit_parsers(train_sub: argparse._SubParsersAction[argparse.ArgumentPars
     bl.add_argument("--no-bound", action="store_true", help="majority and no-app only")
     bl.add_argument("--json", action="store_true", help="print the result as JSON")
     bl.set_defaults(func=_cmd_baselines)
+
+    fu = train_sub.add_parser(
+        "fusion",
+        help="fit a bundle's fusion stage (CNN outputs + packet duration + decoded PHY header)",
+        description="Fit gradient-boosted trees per task (app_type, app) on the bundle's FP32 "
+        "CNN probabilities, each packet's duration and its decoded PHY header "
+        "(edge_core/rx/headers.py), on a dataset the CNN has not seen; score them on held-out "
+        "capture sessions beside the CNN alone; write fusion.npz and a `fusion` record into "
+        "the bundle. The daemon then publishes the fused app_type/app. See docs/train/fusion.md.",
+    )
+    fu.add_argument("--bundle", required=True, help="the bundle to add the stage to (rewritten)")
+    fu.add_argument("--data", required=True, help="dataset directory with capture sessions")
+    fu.add_argument("--val", type=float, default=0.2, help="held-out share of sessions (0.2)")
+    fu.add_argument("--max-packets", type=int, help="use about this many packets (whole sessions)")
+    fu.add_argument("--seed", type=int, default=0, help="split and trees seed (0)")
+    fu.add_argument("--json", action="store_true", help="print the manifest record as JSON")
+    fu.set_defaults(func=_cmd_fusion)
 
     cmp = train_sub.add_parser("compare", help="KPIstl vs KPImtl and the Delta-tolerance gate")
     cmp.add_argument("--stl", nargs="+", required=True, help="single-task run directories")

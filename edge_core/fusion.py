@@ -1,0 +1,307 @@
+"""The fusion stage: the CNN's outputs, the packet's measured duration and its decoded PHY header
+in, the application heads' probabilities out.
+
+Why: the CNN sees 150 us of spectrum; what tells applications apart per packet is mostly the
+PSDU length, which lies in the coded header bits and in how long the packet lasts (issue 12;
+`train/baselines.py` measures it: a classifier on the window's visible quantities stays at the
+baseline, one on the decoded fields does not). The assembler measures each packet's full
+duration before truncating it to the window, and `edge_core.rx.headers` decodes the header; a
+gradient-boosted tree ensemble per task (fitted by `edge-tc train fusion`, scikit-learn's
+HistGradientBoostingClassifier) maps [CNN probabilities, duration, header fields] to the task's
+classes.
+
+The fitted trees are stored as plain arrays in the bundle (`fusion.npz`, loaded with
+allow_pickle=False) and evaluated here in NumPy, so the daemon needs neither scikit-learn nor a
+particular engine: every engine's probabilities go through the same trees. The evaluation is
+tested to reproduce scikit-learn's `predict_proba` (tests/test_fusion.py).
+
+Feature names: `cnn:<task>:<class>` (the CNN's probability of that class), `duration_us` (the
+packet's length in the stream, the detector's pre-trigger excluded) and the names of
+`edge_core.rx.headers.HEADER_FIELDS` (NaN where not decoded; the trees send missing values the way
+they learned to).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_core.errors import ModelError
+from edge_core.rx.headers import HEADER_FIELDS, decode_headers
+from edge_core.schema import TASK_BY_NAME
+
+FUSION_FILE = "fusion.npz"
+DURATION_FEATURE = "duration_us"
+_ARRAYS = ("feature", "threshold", "left", "right", "is_leaf", "value", "missing_left", "klass")
+
+
+def cnn_feature_names(tasks: Sequence[str]) -> list[str]:
+    """`cnn:<task>:<class>` for every class of every task, in schema order."""
+    return [f"cnn:{t}:{c}" for t in tasks for c in TASK_BY_NAME[t].classes]
+
+
+def feature_names(tasks: Sequence[str]) -> list[str]:
+    """Every feature the fusion stage can use, given the CNN's tasks."""
+    return [*cnn_feature_names(tasks), DURATION_FEATURE, *HEADER_FIELDS]
+
+
+def feature_matrix(
+    probs: Mapping[str, np.ndarray],
+    duration_us: np.ndarray,
+    headers: np.ndarray,
+    names: Sequence[str],
+) -> np.ndarray:
+    """(n, len(names)) float64 from the CNN's probabilities per task ((n, classes) each), the
+    packets' durations (n,) and `decode_headers` rows (n, len(HEADER_FIELDS))."""
+    n = len(duration_us)
+    columns: dict[str, np.ndarray] = {DURATION_FEATURE: np.asarray(duration_us, np.float64)}
+    for i, name in enumerate(HEADER_FIELDS):
+        columns[name] = np.asarray(headers[:, i], np.float64)
+    out = np.empty((n, len(names)), np.float64)
+    for j, name in enumerate(names):
+        if name.startswith("cnn:"):
+            _, task, cls = name.split(":", 2)
+            out[:, j] = probs[task][:, TASK_BY_NAME[task].index(cls)]
+        else:
+            out[:, j] = columns[name]
+    return out
+
+
+@dataclass(frozen=True)
+class TreeEnsemble:
+    """One task's boosted trees as padded node arrays (trees x nodes); `klass[t]`: the class
+    whose raw score tree t adds to; `baseline`: the raw score before any tree (classes,)."""
+
+    task: str
+    feature: np.ndarray  # (T, N) int64, feature index of a split node
+    threshold: np.ndarray  # (T, N) float64, go left when x <= threshold
+    left: np.ndarray  # (T, N) int64
+    right: np.ndarray  # (T, N) int64
+    is_leaf: np.ndarray  # (T, N) bool
+    value: np.ndarray  # (T, N) float64, a leaf's raw score
+    missing_left: np.ndarray  # (T, N) bool, where NaN goes
+    klass: np.ndarray  # (T,) int64
+    baseline: np.ndarray  # (K,) float64
+    depth: int
+
+    def raw(self, x: np.ndarray) -> np.ndarray:
+        """(n, K) raw scores for x (n, features): all trees walked together, one level a step."""
+        n = x.shape[0]
+        trees = self.feature.shape[0]
+        rows = np.arange(trees)[:, None]  # (T, 1)
+        node = np.zeros((trees, n), np.int64)  # (T, n) every tree starts at its root
+        cols = np.arange(n)[None, :]
+        for _ in range(self.depth):
+            f = self.feature[rows, node]  # (T, n)
+            v = x[cols, f]  # (T, n)
+            go_left = np.where(
+                np.isnan(v), self.missing_left[rows, node], v <= self.threshold[rows, node]
+            )
+            nxt = np.where(go_left, self.left[rows, node], self.right[rows, node])
+            node = np.where(self.is_leaf[rows, node], node, nxt)
+        leaf = self.value[rows, node]  # (T, n)
+        k = len(self.baseline)
+        out = np.tile(self.baseline, (n, 1))
+        for c in range(k):
+            out[:, c] += leaf[self.klass == c].sum(axis=0)
+        return out
+
+    def proba(self, x: np.ndarray) -> np.ndarray:
+        """(n, K) float32 class probabilities (softmax of the raw scores)."""
+        raw = self.raw(x)
+        raw -= raw.max(axis=1, keepdims=True)
+        e = np.exp(raw)
+        return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Fusion:
+    """The fusion stage of a bundle: per fused task its trees, over `features`."""
+
+    features: tuple[str, ...]
+    ensembles: dict[str, TreeEnsemble]
+    pre_trigger_samples: int
+    sample_rate_hz: float
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return tuple(self.ensembles)
+
+    def needs_headers(self) -> bool:
+        return any(f in HEADER_FIELDS for f in self.features)
+
+    def apply(
+        self, probs: Mapping[str, np.ndarray], iq: np.ndarray, num_samples: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        """`probs` with the fused tasks replaced. iq: the batch as the model took it, (n, 2, L)
+        float32 (row 0 I, row 1 Q) or (n, L) complex; num_samples: each packet's length in
+        the stream as the assembler cut it (its pre-trigger samples included)."""
+        n = len(num_samples)
+        duration_us = (np.asarray(num_samples, np.float64) - self.pre_trigger_samples) * (
+            1e6 / self.sample_rate_hz
+        )
+        if self.needs_headers():
+            if iq.ndim == 3:
+                iq = (iq[:, 0] + 1j * iq[:, 1]).astype(np.complex64)
+            headers = decode_headers(iq, self.sample_rate_hz)
+        else:
+            headers = np.full((n, len(HEADER_FIELDS)), np.nan, np.float32)
+        x = feature_matrix(probs, duration_us, headers, self.features)
+        out = dict(probs)
+        for task, ensemble in self.ensembles.items():
+            out[task] = ensemble.proba(x)
+        return out
+
+
+def save_fusion(path: str | Path, fusion: Fusion) -> Path:
+    """Write `fusion` as an .npz of plain arrays (no pickles)."""
+    arrays: dict[str, np.ndarray] = {
+        "features": np.array(fusion.features, dtype=np.str_),
+        "tasks": np.array(fusion.tasks, dtype=np.str_),
+        "pre_trigger_samples": np.array(fusion.pre_trigger_samples, np.int64),
+        "sample_rate_hz": np.array(fusion.sample_rate_hz, np.float64),
+    }
+    for task, e in fusion.ensembles.items():
+        for name in _ARRAYS:
+            arrays[f"{task}/{name}"] = getattr(e, name)
+        arrays[f"{task}/baseline"] = e.baseline
+        arrays[f"{task}/depth"] = np.array(e.depth, np.int64)
+    path = Path(path)
+    with open(path, "wb") as f:
+        np.savez_compressed(f, **arrays)  # type: ignore[arg-type]
+    return path
+
+
+def _get(z: Any, key: str, where: str) -> np.ndarray:
+    if key not in z.files:
+        raise ModelError(f"{where}: no array {key!r}")
+    return np.asarray(z[key])
+
+
+def load_fusion(path: str | Path, cnn_tasks: Sequence[str]) -> Fusion:
+    """Read and check a fusion file against the CNN's tasks; ModelError names what is wrong."""
+    where = str(path)
+    try:
+        z = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise ModelError(f"{where}: missing") from None
+    except (ValueError, OSError, EOFError) as exc:
+        raise ModelError(f"{where}: not a readable .npz of plain arrays: {exc}") from exc
+    with z:
+        features = tuple(str(s) for s in _get(z, "features", where).tolist())
+        known = set(feature_names(cnn_tasks))
+        unknown = [f for f in features if f not in known]
+        if unknown:
+            raise ModelError(
+                f"{where}: features {unknown} are not inputs this bundle has "
+                f"(CNN tasks {list(cnn_tasks)}, duration, header fields)"
+            )
+        tasks = tuple(str(s) for s in _get(z, "tasks", where).tolist())
+        ensembles = {}
+        for task in tasks:
+            if task not in TASK_BY_NAME:
+                raise ModelError(f"{where}: unknown task {task!r}")
+            a = {name: _get(z, f"{task}/{name}", where) for name in _ARRAYS}
+            baseline = _get(z, f"{task}/baseline", where).astype(np.float64)
+            k = TASK_BY_NAME[task].num_classes
+            shape = a["feature"].shape
+            if baseline.shape != (k,) or len(shape) != 2 or shape[0] == 0:
+                raise ModelError(f"{where}: {task}: want {k} baseline scores and (trees, nodes)")
+            for name in _ARRAYS[:-1]:
+                if a[name].shape != shape:
+                    raise ModelError(f"{where}: {task}/{name}: shape {a[name].shape}, want {shape}")
+            if a["klass"].shape != (shape[0],) or not np.all((a["klass"] >= 0) & (a["klass"] < k)):
+                raise ModelError(f"{where}: {task}/klass: want one class in 0..{k - 1} per tree")
+            split = ~a["is_leaf"].astype(bool)
+            bad = (
+                (a["feature"][split] < 0).any()
+                or (a["feature"][split] >= len(features)).any()
+                or (a["left"] < 0).any()
+                or (a["left"] >= shape[1]).any()
+                or (a["right"] < 0).any()
+                or (a["right"] >= shape[1]).any()
+                or not np.isfinite(a["value"]).all()
+            )
+            if bad:
+                raise ModelError(f"{where}: {task}: node indices or values out of range")
+            depth = int(_get(z, f"{task}/depth", where))
+            if not 0 <= depth <= shape[1]:
+                raise ModelError(f"{where}: {task}/depth: {depth} out of range")
+            ensembles[task] = TreeEnsemble(
+                task,
+                a["feature"].astype(np.int64).clip(0, max(len(features) - 1, 0)),
+                a["threshold"].astype(np.float64),
+                a["left"].astype(np.int64),
+                a["right"].astype(np.int64),
+                a["is_leaf"].astype(bool),
+                a["value"].astype(np.float64),
+                a["missing_left"].astype(bool),
+                a["klass"].astype(np.int64),
+                baseline,
+                depth,
+            )
+        return Fusion(
+            features,
+            ensembles,
+            int(_get(z, "pre_trigger_samples", where)),
+            float(_get(z, "sample_rate_hz", where)),
+        )
+
+
+def from_sklearn(task: str, model: Any) -> TreeEnsemble:
+    """The trees of a fitted scikit-learn HistGradientBoostingClassifier (numeric features only)
+    as a TreeEnsemble (multi-class: one tree per class and iteration)."""
+    predictors = model._predictors  # [iteration][class] TreePredictor
+    trees = [p for it in predictors for p in it]
+    klass = np.array([c for it in predictors for c in range(len(it))], np.int64)
+    if any(p.nodes["is_categorical"].any() for p in trees):
+        raise ValueError("categorical splits are not supported; encode features as numbers")
+    width = max(len(p.nodes) for p in trees)
+    t = len(trees)
+    feature = np.zeros((t, width), np.int64)
+    threshold = np.zeros((t, width), np.float64)
+    left = np.zeros((t, width), np.int64)
+    right = np.zeros((t, width), np.int64)
+    is_leaf = np.ones((t, width), bool)
+    value = np.zeros((t, width), np.float64)
+    missing_left = np.zeros((t, width), bool)
+    depth = 0
+    for i, p in enumerate(trees):
+        nd = p.nodes
+        m = len(nd)
+        feature[i, :m] = nd["feature_idx"]
+        threshold[i, :m] = nd["num_threshold"]
+        left[i, :m] = nd["left"]
+        right[i, :m] = nd["right"]
+        is_leaf[i, :m] = nd["is_leaf"].astype(bool)
+        value[i, :m] = nd["value"]
+        missing_left[i, :m] = nd["missing_go_to_left"].astype(bool)
+        depth = max(depth, int(nd["depth"].max()))
+    baseline = np.asarray(model._baseline_prediction, np.float64).reshape(-1)
+    if len(baseline) != len(model.classes_) or not np.array_equal(
+        model.classes_, np.arange(len(baseline))
+    ):
+        raise ValueError(
+            f"{task}: the model must be fitted on every class 0..K-1, has {model.classes_}"
+        )
+    return TreeEnsemble(
+        task, feature, threshold, left, right, is_leaf, value, missing_left, klass, baseline, depth
+    )
+
+
+__all__ = [
+    "DURATION_FEATURE",
+    "FUSION_FILE",
+    "Fusion",
+    "TreeEnsemble",
+    "cnn_feature_names",
+    "feature_matrix",
+    "feature_names",
+    "from_sklearn",
+    "load_fusion",
+    "save_fusion",
+]
