@@ -148,6 +148,10 @@ def test_train_fusion_writes_a_checked_stage_into_the_bundle(fused_bundle, capsy
     for name, model in result["models"].items():
         assert set(model["fused"]) == {"app_type", "app"}, name
         assert all(0 <= v["accuracy"] <= 1 for v in model["fused"].values())
+        agreement = model["published_agreement_with_fp32"]
+        assert set(agreement) == {"phy", "frame", "app_type", "app"}
+        if model["precision"] == "fp32":
+            assert set(agreement.values()) == {1.0}
 
 
 def test_a_fusion_file_that_does_not_match_its_sha256_is_refused(fused_bundle, tmp_path):

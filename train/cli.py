@@ -914,6 +914,7 @@ def _evaluate_bundle(args: argparse.Namespace) -> int:
             [decode_headers(iq[s : s + 256].astype(np.complex64)) for s in range(0, len(iq), 256)]
         )
         fusion_inputs = (duration, headers)
+    predictions: dict[str, dict[str, np.ndarray]] = {}  # model file -> task -> published class
     for entry in bundle.models:
         name = entry.path.name
         config = {"type": _ENGINE_OF_FORMAT[entry.format], "model": name}
@@ -948,11 +949,21 @@ def _evaluate_bundle(args: argparse.Namespace) -> int:
             )
             fused = {}
             for t, ensemble in fusion.ensembles.items():
-                cm = confusion_matrix(
-                    packets.labels[t], ensemble.proba(x).argmax(1), TASK_BY_NAME[t].num_classes
-                )
+                pred = ensemble.proba(x).argmax(1)
+                predictions.setdefault(name, {})[t] = pred
+                cm = confusion_matrix(packets.labels[t], pred, TASK_BY_NAME[t].num_classes)
                 fused[t] = {"accuracy": float(np.trace(cm) / cm.sum()), "macro_f1": macro_f1(cm)}
             result["models"][name]["fused"] = fused
+        for t in bundle.tasks:
+            if fusion is None or t not in fusion.ensembles:
+                predictions.setdefault(name, {})[t] = np.concatenate(parts[t])
+    # what the daemon publishes (fused tasks fused), each model file against the FP32 one
+    reference = next((e.path.name for e in bundle.models if e.precision == "fp32"), None)
+    if reference in predictions:
+        for name, preds in predictions.items():
+            result["models"][name]["published_agreement_with_fp32"] = {
+                t: float(np.mean(p == predictions[reference][t])) for t, p in preds.items()
+            }
     if args.json:
         print(json.dumps(result, indent=1))
     else:
@@ -966,6 +977,12 @@ def _evaluate_bundle(args: argparse.Namespace) -> int:
             if "fused" in r:
                 accs = "  ".join(f"{t}={v['accuracy']:.4f}" for t, v in r["fused"].items())
                 print(f"  {'  + fusion':<20} {accs}")
+            if "published_agreement_with_fp32" in r:
+                agree = r["published_agreement_with_fp32"]
+                print(
+                    f"  {'  agrees with fp32':<20} "
+                    + "  ".join(f"{t}={v:.4f}" for t, v in agree.items())
+                )
         from train.baselines import BASELINE_KEYS, format_value
 
         for key, title in BASELINE_KEYS:
