@@ -236,26 +236,71 @@ type = "none"
     raise SystemExit("the daemon did not start in 60 s")
 
 
-def busy_ticks() -> int:
+PROC = Path("/proc")
+
+
+def busy_ticks(proc: Path = PROC) -> int:
     """CPU ticks spent by anything on the machine (all cores), from /proc/stat."""
-    with open("/proc/stat") as f:
+    with (proc / "stat").open() as f:
         fields = [int(v) for v in f.readline().split()[1:]]
     return sum(fields) - fields[3] - fields[4]  # less idle and iowait
 
 
-def process_ticks(pid: int) -> int:
-    """utime + stime of one process (all its threads) and of its running children (an engine
-    worker process)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    ticks = int(fields[11]) + int(fields[12])
-    for children in Path(f"/proc/{pid}/task").glob("*/children"):
-        for child in children.read_text().split():
-            try:
-                ticks += process_ticks(int(child))
-            except OSError:  # it ended meanwhile
-                pass
+def process_table(proc: Path = PROC) -> dict[int, tuple[int, int]]:
+    """pid -> (parent pid, utime + stime of all its threads) of every process, from /proc."""
+    table = {}
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # it ended meanwhile
+            continue
+        fields = text.rsplit(")", 1)[1].split()  # after the command name, which may hold ")"
+        table[int(stat.parent.name)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
+    return table
+
+
+def tree_ticks(
+    table: dict[int, tuple[int, int]], root: int, exclude: frozenset[int] = frozenset()
+) -> int:
+    """Ticks of `root` and of its running descendants, less the subtrees rooted at `exclude`."""
+    children: dict[int, list[int]] = {}
+    for pid, (parent, _) in table.items():
+        children.setdefault(parent, []).append(pid)
+    ticks, stack = 0, [root]
+    while stack:
+        pid = stack.pop()
+        if pid in exclude or pid not in table:
+            continue
+        ticks += table[pid][1]
+        stack += children.get(pid, [])
     return ticks
+
+
+def cpu_ticks(daemon_pid: int, generator_pid: int, proc: Path = PROC) -> tuple[int, int, int]:
+    """(busy ticks of the machine, the daemon's with its engine worker process, the load
+    generator's without the daemon, its child), read now."""
+    busy = busy_ticks(proc)
+    table = process_table(proc)
+    daemon = tree_ticks(table, daemon_pid)
+    return busy, daemon, tree_ticks(table, generator_pid, exclude=frozenset({daemon_pid}))
+
+
+def cpu_split(
+    before: tuple[int, int, int], after: tuple[int, int, int], hz: float, seconds: float
+) -> dict[str, float]:
+    """Cores busy between two `cpu_ticks` readings `seconds` apart: the whole machine, the
+    daemon, the load generator, and everything else."""
+    busy, daemon, generator = (b - a for a, b in zip(before, after, strict=True))
+
+    def cores(ticks: int) -> float:
+        return round(ticks / hz / seconds, 2)
+
+    return {
+        "cpu_cores_total": cores(busy),
+        "cpu_cores_daemon": cores(daemon),
+        "cpu_cores_load_generator": cores(generator),
+        "cpu_cores_other": cores(busy - daemon - generator),
+    }
 
 
 def measure_rate(
@@ -263,17 +308,12 @@ def measure_rate(
     per_message: list[int], rate: float, seconds: float, daemon_pid: int,
 ) -> dict[str, Any]:  # fmt: skip
     before = scrape(metrics_url)
-    ticks = (busy_ticks(), process_ticks(daemon_pid), process_ticks(os.getpid()))
+    ticks = cpu_ticks(daemon_pid, os.getpid())
     start_index = len(receiver.got)
     t0 = time.monotonic()
     sent = feed(feeder, messages, per_message, rate, seconds)
     t1 = time.monotonic()
-    busy, daemon_cpu, bench_cpu = (
-        busy_ticks() - ticks[0],
-        process_ticks(daemon_pid) - ticks[1],
-        process_ticks(os.getpid()) - ticks[2],
-    )
-    hz = os.sysconf("SC_CLK_TCK")
+    cpu = cpu_split(ticks, cpu_ticks(daemon_pid, os.getpid()), os.sysconf("SC_CLK_TCK"), t1 - t0)
     time.sleep(1.0)  # let the queue drain before counting
     after = scrape(metrics_url)
     got = receiver.got[start_index:]
@@ -293,10 +333,7 @@ def measure_rate(
 
     return {
         "offered_packets_per_s": round(sent / (t1 - t0), 1),
-        # cores busy while feeding: the daemon, this load generator, everything else
-        "cpu_cores_daemon": round(daemon_cpu / hz / (t1 - t0), 2),
-        "cpu_cores_load_generator": round(bench_cpu / hz / (t1 - t0), 2),
-        "cpu_cores_other": round((busy - daemon_cpu - bench_cpu) / hz / (t1 - t0), 2),
+        **cpu,  # cores busy while feeding: the daemon, this load generator, everything else
         "sent": sent,
         "received": len(got),
         "delivered_packets_per_s": round(window_count / max(1e-9, t1 - t0 - 0.5), 1),
