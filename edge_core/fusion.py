@@ -88,27 +88,43 @@ class TreeEnsemble:
     baseline: np.ndarray  # (K,) float64
     depth: int
 
+    def __post_init__(self) -> None:
+        # One flat node array over all trees, the trees grouped by class (tree i's nodes at
+        # i * N ...), each leaf pointing to itself both ways: a walk is then `depth` rounds of 1-D
+        # gathers with no per-tree loop, and a class's score one reduceat over its trees.
+        order = np.argsort(self.klass, kind="stable")
+        t, width = self.feature.shape
+        base = (np.arange(t, dtype=np.int64) * width)[:, None]  # (T, 1)
+        own = base + np.arange(width, dtype=np.int64)[None, :]
+        leaf = self.is_leaf[order]
+        flat = {
+            "feature": self.feature[order].ravel(),
+            "threshold": self.threshold[order].ravel(),
+            "left": np.where(leaf, own, base + self.left[order]).ravel(),
+            "right": np.where(leaf, own, base + self.right[order]).ravel(),
+            "missing_left": self.missing_left[order].ravel(),
+            "value": self.value[order].ravel(),
+        }
+        starts = np.searchsorted(self.klass[order], np.arange(len(self.baseline)))
+        if len(np.unique(self.klass)) != len(self.baseline):
+            raise ModelError(f"{self.task}: every class needs at least one tree")
+        object.__setattr__(self, "_flat", flat)
+        object.__setattr__(self, "_roots", base[:, 0])
+        object.__setattr__(self, "_starts", starts)
+
     def raw(self, x: np.ndarray) -> np.ndarray:
         """(n, K) raw scores for x (n, features): all trees walked together, one level a step."""
-        n = x.shape[0]
-        trees = self.feature.shape[0]
-        rows = np.arange(trees)[:, None]  # (T, 1)
-        node = np.zeros((trees, n), np.int64)  # (T, n) every tree starts at its root
-        cols = np.arange(n)[None, :]
+        f = self._flat  # type: ignore[attr-defined]
+        n, width = x.shape
+        node = np.repeat(self._roots[:, None], n, axis=1)  # type: ignore[attr-defined]
+        offsets = (np.arange(n, dtype=np.int64) * width)[None, :]  # (1, n)
+        xs = np.ascontiguousarray(x, dtype=np.float64).ravel()
         for _ in range(self.depth):
-            f = self.feature[rows, node]  # (T, n)
-            v = x[cols, f]  # (T, n)
-            go_left = np.where(
-                np.isnan(v), self.missing_left[rows, node], v <= self.threshold[rows, node]
-            )
-            nxt = np.where(go_left, self.left[rows, node], self.right[rows, node])
-            node = np.where(self.is_leaf[rows, node], node, nxt)
-        leaf = self.value[rows, node]  # (T, n)
-        k = len(self.baseline)
-        out = np.tile(self.baseline, (n, 1))
-        for c in range(k):
-            out[:, c] += leaf[self.klass == c].sum(axis=0)
-        return out
+            v = xs[offsets + f["feature"][node]]  # (T, n)
+            go_left = (v <= f["threshold"][node]) | (np.isnan(v) & f["missing_left"][node])
+            node = np.where(go_left, f["left"][node], f["right"][node])
+        scores = np.add.reduceat(f["value"][node], self._starts, axis=0)  # type: ignore[attr-defined]
+        return self.baseline[None, :] + scores.T
 
     def proba(self, x: np.ndarray) -> np.ndarray:
         """(n, K) float32 class probabilities (softmax of the raw scores)."""

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduce the shipped bundles models/default (mtl1d: ONNX FP32, ONNX INT8, TFLite INT8) and
-# models/default-pruned-int8 (MiniDrop, then INT8) from nothing but the synthetic generator's
+# models/default-pruned-int8 (MiniDrop, then INT8), each with its fusion stage, from nothing but the synthetic generator's
 # capture sessions, with the baselines, the information bound and the pruning controls beside.
 #
 #   tools/make_default_bundle.sh [WORK_DIR]     (default /tmp/edge-tc-default; needs '.[train]')
@@ -34,6 +34,8 @@ stage data-test "$WORK/test150k/labels.csv" \
     "$TC" synth dataset --out "$WORK/test150k" --packets 150000 --seed 2 --workers 2 --quiet
 stage data-natural "$WORK/natural30k/labels.csv" \
     "$TC" synth dataset --out "$WORK/natural30k" --packets 30000 --seed 3 --workers 2 --quiet
+stage data-fusion "$WORK/fusion100k/labels.csv" \
+    "$TC" synth dataset --out "$WORK/fusion100k" --packets 100000 --seed 4 --workers 2 --quiet
 
 # Trivial baselines and the information bound (gradient boosting on decoded fields), session
 # split vs random split of the training set (docs/train/baselines.md).
@@ -73,6 +75,14 @@ export_bundles() {
     touch "$WORK/exported"
 }
 stage export "$WORK/exported" export_bundles
+
+# The fusion stage of each bundle (docs/train/fusion.md): trees over its FP32 CNN's outputs, the
+# packet's duration and its decoded PHY header, fitted on fusion100k (sessions neither the CNN
+# nor the test sets have seen).
+for b in default default-pruned-int8; do
+    stage "fusion-$b" "$WORK/fused-$b" \
+        sh -c "$TC train fusion --bundle models/$b --data '$WORK/fusion100k' && touch '$WORK/fused-$b'"
+done
 
 # Every model file through its engine on fresh test sets (their sessions are not the training
 # set's): test150k's class-balanced (app) subset, and every packet of natural30k (natural mix).

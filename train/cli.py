@@ -684,7 +684,13 @@ def _cmd_fusion(args: argparse.Namespace) -> int:
     fusion = _train_module("fusion")
     log = (lambda _msg: None) if args.json else print
     record = fusion.fit_fusion(
-        args.bundle, args.data, val=args.val, seed=args.seed, max_packets=args.max_packets, log=log
+        args.bundle,
+        args.data,
+        val=args.val,
+        seed=args.seed,
+        max_packets=args.max_packets,
+        max_depth=args.max_depth or None,
+        log=log,
     )
     if args.json:
         print(json.dumps(record, indent=1))
@@ -1188,6 +1194,7 @@ def _add_fit_parsers(train_sub: argparse._SubParsersAction[argparse.ArgumentPars
     fu.add_argument("--val", type=float, default=0.2, help="held-out share of sessions (0.2)")
     fu.add_argument("--max-packets", type=int, help="use about this many packets (whole sessions)")
     fu.add_argument("--seed", type=int, default=0, help="split and trees seed (0)")
+    fu.add_argument("--max-depth", type=int, default=8, help="deepest tree level (8; 0: no limit)")
     fu.add_argument("--json", action="store_true", help="print the manifest record as JSON")
     fu.set_defaults(func=_cmd_fusion)
 

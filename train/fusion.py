@@ -36,6 +36,9 @@ DEFAULT_PRE_TRIGGER = 16
 """The assembler's default pre-trigger (edge_core.assembler.AssemblerConfig.pre_trigger_samples);
 the daemon takes it from its own config."""
 CHUNK = 2048
+MAX_DEPTH = 8
+"""Trees at most this deep: the daemon walks every tree one level per step, so depth is its cost
+(unbounded, scikit-learn grew 17-20 levels: 2.5x the walk)."""
 
 
 def dataset_inputs(
@@ -76,6 +79,7 @@ def fit_fusion(
     seed: int = 0,
     max_packets: int | None = None,
     pre_trigger_samples: int = DEFAULT_PRE_TRIGGER,
+    max_depth: int | None = MAX_DEPTH,
     log: Any = print,
 ) -> dict[str, Any]:
     """Fit, score and write the fusion stage into `bundle_dir`; returns the manifest record."""
@@ -105,7 +109,7 @@ def fit_fusion(
     scores: dict[str, dict[str, float]] = {}
     for task in tasks:
         y = y_all[:, TASK_NAMES.index(task)]
-        model = _classifier([False] * len(names), seed)
+        model = _classifier([False] * len(names), seed).set_params(max_depth=max_depth)
         with threadpool_limits(limits=1):
             model.fit(x[train], y[train], sample_weight=weights)
         ensembles[task] = from_sklearn(task, model)
@@ -139,6 +143,7 @@ def fit_fusion(
             "split": "by capture session",
             "weights": "app-balanced",
             "seed": seed,
+            "max_depth": max_depth,
             "cnn_model": next(m.path.name for m in bundle.models if m.precision == "fp32"),
             "scikit_learn": sklearn.__version__,
             "heldout_accuracy": scores,
