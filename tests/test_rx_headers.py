@@ -12,6 +12,8 @@ Decode rates at 5-15 dB are measured by `tools/header_decode_rate.py`, not asser
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +23,7 @@ from receivers import bcc
 from edge_core.rx import HEADER_FIELDS, decode_headers
 from edge_core.rx import headers as rx
 from edge_core.synth import dsss, ofdm
+from edge_core.synth.generator import generate_packets
 from edge_core.synth.impairments import Impairments
 
 BAR = 0.99
@@ -180,3 +183,74 @@ def test_crcs_match_the_transmitter():
         assert rx._crc_ok(plcp, rx._CRC16).all()
         plcp[0, rng.integers(0, 48)] ^= 1
         assert not rx._crc_ok(plcp, rx._CRC16).any()
+
+
+# --- frozen output: the decoder's rows on fixed packets, saved before any speed-up ----------
+
+REFERENCE = Path(__file__).parent / "data" / "rx_headers_reference.npz"
+
+
+def reference_batches() -> dict[str, np.ndarray]:
+    """Fixed batches (regenerated from seeds) whose decoded rows are frozen in REFERENCE: every
+    format at 20-30 dB, 0-10 dB and -5-3 dB (borderline decisions), late starts up to 300 samples,
+    session frames, the bench's packets, noise and junk rows, cut rows and short rows."""
+    batches: dict[str, np.ndarray] = {}
+    late = dataclasses.replace(Impairments(), timing_offset_samples=(100, 300))
+    for i, phy in enumerate(("802.11b", "802.11g", "802.11n")):
+        name = phy.removeprefix("802.11")
+        batches[f"{name}_high"] = draw_packets(phy, 30, (20.0, 30.0), seed=100 + i)[0]
+        batches[f"{name}_low"] = draw_packets(phy, 20, (0.0, 10.0), seed=110 + i)[0]
+        batches[f"{name}_noisy"] = draw_packets(phy, 12, (-5.0, 3.0), seed=150 + i)[0]
+        batches[f"{name}_late"] = draw_packets(phy, 12, (5.0, 30.0), 120 + i, late)[0]
+    batches["sessions"] = draw_session_packets(30, (5.0, 40.0), seed=130)[0]
+    bench = generate_packets(16, np.random.default_rng(0))
+    batches["bench"] = np.stack([p.iq for p in bench]).astype(np.complex64)
+    rng = np.random.default_rng(140)
+    noise = (rng.standard_normal((6, 3000)) + 1j * rng.standard_normal((6, 3000))) * 0.3
+    junk = batches["g_high"][:2].copy()
+    junk[0, 1000] = np.nan
+    junk[1, 5] = np.inf
+    batches["junk"] = np.concatenate([noise, np.zeros((1, 3000)), junk]).astype(np.complex64)
+    cut = batches["n_high"][:8].copy()
+    cut[:4, 500:] = 0  # HT-SIG2 gone
+    cut[4:, 300:] = 0  # inside the preamble
+    batches["cut"] = cut
+    batches["short_2000"] = batches["b_high"][:10, :2000].copy()  # padded to _MIN_SAMPLES
+    batches["short_900"] = batches["g_high"][:6, :900].copy()
+    return batches
+
+
+def _digest(iq: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(iq, np.complex64).tobytes()).hexdigest()
+
+
+def write_reference() -> None:
+    """Freeze the current decoder's rows (run once, from a decoder known to be right)."""
+    arrays = {}
+    for name, iq in reference_batches().items():
+        arrays[f"out_{name}"] = decode_headers(iq)
+        arrays[f"iq_sha256_{name}"] = np.array(_digest(iq))
+    REFERENCE.parent.mkdir(exist_ok=True)
+    np.savez_compressed(REFERENCE, **arrays)
+
+
+def test_output_is_bit_identical_to_the_frozen_reference():
+    """A faster decoder must give exactly the rows the reference decoder gave (NaN for NaN)."""
+    with np.load(REFERENCE) as ref:
+        frozen = {k: ref[k] for k in ref.files}
+    batches = reference_batches()
+    assert {f"out_{k}" for k in batches} == {k for k in frozen if k.startswith("out_")}
+    assert sum(int(frozen[f"out_{k}"][:, OK].sum()) for k in batches) >= 150
+    for name, iq in batches.items():
+        want = frozen[f"out_{name}"]
+        same_packets = _digest(iq) == str(frozen[f"iq_sha256_{name}"])
+        why = "" if same_packets else " (the generated packets changed, not only the decoder)"
+        np.testing.assert_array_equal(decode_headers(iq), want, err_msg=f"batch {name}{why}")
+        # One by one, as the daemon decodes a batch of 1.
+        for i in range(0, len(iq), 7):
+            np.testing.assert_array_equal(decode_headers(iq[i : i + 1]), want[i : i + 1])
+
+
+if __name__ == "__main__":
+    write_reference()
+    print(f"wrote {REFERENCE}")
