@@ -154,7 +154,7 @@ class Packet:
     iq: np.ndarray = field(repr=False)  # (output_length,) complex64, zero post-padded
     truncated: bool  # longer than output_length: only the first output_length samples kept
     snr_db_estimate: float
-    arrival_time: float | None  # arrival_time of the chunk that held the last sample
+    arrival_time: float | None  # arrival_time of the chunk (or its part) that held the last sample
 
     @property
     def num_samples(self) -> int:
@@ -258,6 +258,32 @@ class _Buffers:
         self.flag_b = np.empty(size, dtype=bool)
 
 
+_Parts = tuple[np.ndarray, np.ndarray]
+"""(ends, times) of a chunk's parts: ends (parts,) int64 one past each part's last sample,
+increasing; times (parts,) float64 their arrival times."""
+
+
+def _check_parts(part_arrivals: _Parts | None, n: int) -> _Parts | None:
+    """`part_arrivals` of a chunk of `n` samples as (int64 ends, float64 times), checked."""
+    if part_arrivals is None:
+        return None
+    ends = np.asarray(part_arrivals[0])
+    times = np.asarray(part_arrivals[1], dtype=np.float64)
+    if ends.ndim != 1 or not ends.size or ends.shape != times.shape:
+        raise ValueError(
+            f"part_arrivals: want (ends, times) of the same length >= 1, got shapes "
+            f"{ends.shape} and {times.shape}"
+        )
+    if ends.dtype.kind not in "iu" or int(ends[-1]) != n or not (np.diff(ends) > 0).all():
+        raise ValueError(
+            f"part_arrivals: ends must be increasing integers ending at the chunk's {n} "
+            f"samples, got {ends.dtype} ending at {ends[-1]}"
+        )
+    if ends[0] <= 0:
+        raise ValueError(f"part_arrivals: the first part must hold samples, ends[0] = {ends[0]}")
+    return ends.astype(np.int64, copy=False), times
+
+
 @dataclass
 class _Span:
     """The samples in hand: history + new chunk, their power and window sums."""
@@ -333,7 +359,8 @@ class PacketAssembler:
         self._data_from = 0  # first absolute index after the last break
         self._hist = np.empty(0, dtype=np.complex64)  # the last samples before self._next
         self._hist_power = np.empty(0, dtype=np.float32)
-        self._chunk_times: deque[tuple[int, int, float | None]] = deque()
+        # (lo, hi, arrival time, parts) of the chunks whose samples refinement may still read
+        self._chunk_times: deque[tuple[int, int, float | None, _Parts | None]] = deque()
         self._pending: list[Packet] = []  # finished by a break, handed out by the next call
         self._mode = _BLOCKED
         self._blocked_since = 0  # where the current blocked stretch began
@@ -355,23 +382,31 @@ class PacketAssembler:
         samples: np.ndarray,
         first_sample_index: int | None = None,
         arrival_time: float | None = None,
+        part_arrivals: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> list[Packet]:
         """Process the next chunk; return the packets finished so far.
 
         `first_sample_index` is the absolute index of samples[0]; a value other than the next
         expected index is a discontinuity (the packet in progress is dropped and counted).
+        `arrival_time` is when the chunk's last sample arrived; a chunk joined from parts that
+        arrived at different times gives `part_arrivals` = (ends, times) too: part i is
+        samples[ends[i - 1]:ends[i]] and arrived at times[i], and a packet's arrival_time is
+        that of the part that held its last sample.
         """
         x = np.asarray(samples)
         if x.ndim != 1 or not np.iscomplexobj(x):
             raise ValueError(f"feed() needs a 1-D complex array, got {x.dtype} {x.shape}")
         x = np.ascontiguousarray(x, dtype=np.complex64)
+        parts = _check_parts(part_arrivals, x.size)
         if self._next is None:
             self._start(0 if first_sample_index is None else int(first_sample_index))
         elif first_sample_index is not None and first_sample_index != self._next:
             self.stats.discontinuities += 1
             self._break(int(first_sample_index))
         self.stats.samples += x.size
-        out = self._ingest(x, arrival_time) if x.size else []
+        if parts is not None:  # absolute ends, so that any slice of x finds its parts
+            parts = (parts[0] + self._next, parts[1])
+        out = self._ingest(x, arrival_time, parts) if x.size else []
         if self._pending:
             out, self._pending = self._pending + out, []
         return out
@@ -433,9 +468,13 @@ class PacketAssembler:
         return self._advance(_Span(self._hist, empty, self._hist_power, sums, e0, None), True)
 
     def _time_of(self, index: int, fallback: float | None) -> float | None:
-        for lo, hi, t in reversed(self._chunk_times):
+        """Arrival time of the sample at absolute `index` (its chunk's, or its part's)."""
+        for lo, hi, t, parts in reversed(self._chunk_times):
             if lo <= index < hi:
-                return t
+                if parts is None:
+                    return t
+                ends, times = parts
+                return float(times[np.searchsorted(ends, index, side="right")])
         return fallback
 
     def _floor_event(self, at: int) -> None:
@@ -485,7 +524,9 @@ class PacketAssembler:
         self._blocked_since = at
 
     # -- processing -----------------------------------------------------------------------------
-    def _ingest(self, x: np.ndarray, arrival_time: float | None) -> list[Packet]:
+    def _ingest(
+        self, x: np.ndarray, arrival_time: float | None, parts: _Parts | None = None
+    ) -> list[Packet]:
         assert self._next is not None
         a, n, h, w = self._next, x.size, self._hist.size, self._w
         buf = self._buf
@@ -506,12 +547,12 @@ class PacketAssembler:
             if bad.size:  # no packet may span corrupt samples: skip from the first to the last
                 first, last = int(bad[0]), int(bad[-1])
                 self.stats.skipped_samples += last - first + 1
-                out = self._ingest(x[:first], arrival_time) if first else []
+                out = self._ingest(x[:first], arrival_time, parts) if first else []
                 self._break(a + last + 1)
                 if last + 1 < n:
-                    out += self._ingest(x[last + 1 :], arrival_time)
+                    out += self._ingest(x[last + 1 :], arrival_time, parts)
                 return out
-        self._chunk_times.append((a, a + n, arrival_time))
+        self._chunk_times.append((a, a + n, arrival_time, parts))
         while self._chunk_times[0][1] <= a - self._keep:  # older than any refinement reads
             self._chunk_times.popleft()
         self._next = a + n

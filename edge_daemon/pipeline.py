@@ -444,8 +444,9 @@ class Daemon:
                 if chunk.discontinuity:
                     assembler.reset()
                 packets = assembler.feed(
-                    chunk.samples, chunk.first_sample_index, chunk.arrival_time
-                )
+                    chunk.samples, chunk.first_sample_index, chunk.arrival_time,
+                    chunk.part_arrivals,
+                )  # fmt: skip
                 self._enqueue(packets, self._clock())
                 assert self.health is not None and self.rate_check is not None
                 self.health.update(assembler, chunk.samples, len(packets))

@@ -280,6 +280,43 @@ def test_arrival_time_is_that_of_the_chunk_holding_the_last_sample():
     assert pkt.arrival_time == 100.0 + 11  # sample 11_999 arrived in chunk 11
 
 
+def test_arrival_time_in_a_joined_chunk_is_that_of_the_part_holding_the_last_sample():
+    # chunks of 10 parts of 1000 samples (queued messages a source joined); part k of the
+    # stream arrived at 100 + k
+    rng = np.random.default_rng(13)
+    x = _stream_with([(9000, ofdm_burst(3000, rng)), (15_000, ofdm_burst(2000, rng))], 30_000)
+    ends = np.arange(1000, 10_001, 1000)  # (10,) within each chunk
+    asm = PacketAssembler()
+    packets = []
+    for i in range(0, x.size, 10_000):
+        times = 100.0 + (i + ends) // 1000 - 1  # (10,)
+        packets += asm.feed(x[i : i + 10_000], i, float(times[-1]), (ends, times))
+    packets += asm.flush()
+    # samples 11_999 and 16_999: parts 11 and 16 (of the chunk that arrived at 119)
+    assert [(p.end_sample, p.arrival_time) for p in packets] == [(12_000, 111.0), (17_000, 116.0)]
+
+    # one chunk of 30 parts with a NaN at 5000: the halves around it keep their parts' times
+    y = x.copy()
+    y[5000] = np.nan
+    ends = np.arange(1000, 30_001, 1000)
+    asm = PacketAssembler()
+    packets = asm.feed(y, 0, 129.0, (ends, 100.0 + ends // 1000 - 1)) + asm.flush()
+    assert [(p.end_sample, p.arrival_time) for p in packets] == [(12_000, 111.0), (17_000, 116.0)]
+
+
+def test_bad_part_arrivals_are_named():
+    x = np.zeros(100, np.complex64)
+    for parts, wrong in [
+        ((np.array([50, 100]), np.array([1.0])), "same length"),
+        ((np.array([50, 99]), np.array([1.0, 2.0])), "ending at the chunk's 100"),
+        ((np.array([60, 50, 100]), np.array([1.0, 2.0, 3.0])), "increasing"),
+        ((np.array([50.0, 100.0]), np.array([1.0, 2.0])), "integers"),
+        ((np.array([0, 100]), np.array([1.0, 2.0])), "first part"),
+    ]:
+        with pytest.raises(ValueError, match=f"part_arrivals: .*{wrong}"):
+            PacketAssembler().feed(x, 0, 2.0, parts)
+
+
 def test_noise_alone_gives_no_packets_and_a_good_floor():
     x = _stream_with([], 400_000)
     asm = PacketAssembler()

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import zmq
 
+from edge_core.assembler import PacketAssembler
 from edge_core.iq import formats
 from edge_daemon.sources.base import NullEvents, SourceConfigError, source_config_from_dict
 from edge_daemon.sources.zmq import (
@@ -261,6 +262,42 @@ def test_queued_messages_are_joined_but_never_across_a_loss(context, monkeypatch
     assert [c.discontinuity for c in chunks] == [False, False, True, False]
     np.testing.assert_array_equal(np.concatenate([c.samples for c in chunks]), np.concatenate(sent))
     assert events.drops == {"odd_bytes": 1}
+
+
+def test_a_packet_in_an_earlier_joined_message_keeps_that_messages_arrival_time(
+    context, monkeypatch
+):
+    """Two messages joined into one chunk: a packet that ended in the first is timed from the
+    first's arrival (latency is measured from it), not from the second's."""
+    push, endpoint = _bind(context, zmq.PUSH, address="inproc://join-times")
+    received_at = (100.0, 100.5)  # message k is taken off the socket at received_at[k]
+    with monkeypatch.context() as patch:
+        patch.setattr(zmq, "Context", lambda: context)  # inproc: both queued before the read
+        source = ZmqSource(
+            ZmqSourceConfig(address=endpoint, socket="pull"), NullEvents(), 65536,
+            clock=lambda: received_at[source.messages],
+        )  # fmt: skip
+        source.open()
+    rng = np.random.default_rng(7)
+    noise = 0.01 * (rng.standard_normal(40_000) + 1j * rng.standard_normal(40_000)) / np.sqrt(2)
+    x = noise.astype(np.complex64)  # (40_000,) noise at -40 dBFS, two bursts at 0 dBFS
+    for start in (9_000, 27_000):
+        x[start : start + 3000] += (_iq(3000, start) / 0.3 / np.sqrt(2)).astype(np.complex64)
+    push.send(x[:20_000].tobytes())  # burst 1 ends at 12_000, in the first message
+    push.send(x[20_000:].tobytes())  # burst 2 ends at 30_000, in the second
+    (chunk,) = _collect(source, 40_000)  # the fixture ends the shared context's sockets
+    assert chunk.samples.size == 40_000 and chunk.arrival_time == 100.5
+    assert chunk.part_arrivals is not None
+    ends, times = chunk.part_arrivals
+    assert ends.tolist() == [20_000, 40_000] and times.tolist() == [100.0, 100.5]
+
+    assembler = PacketAssembler()
+    packets = assembler.feed(
+        chunk.samples, chunk.first_sample_index, chunk.arrival_time, chunk.part_arrivals
+    )
+    packets += assembler.flush()
+    assert [p.end_sample for p in packets] == [12_000, 30_000]
+    assert [p.arrival_time for p in packets] == [100.0, 100.5]
 
 
 def test_reopen_continues_the_index_and_flags_the_gap(context, tmp_path):

@@ -59,12 +59,17 @@ class Chunk:
     samples since open, plus any gap the source knows of: an SDR overflow, dropped messages).
     `discontinuity`: samples were lost right before this chunk (the assembler resets).
     `arrival_time`: time.monotonic() when the chunk's last sample was received.
+    `part_arrivals`: for a chunk joined from parts received at different times (queued ZeroMQ
+    messages), (ends, times): part i is samples[ends[i - 1]:ends[i]] (ends (parts,) int64,
+    increasing, the last == n) and was received at times[i] ((parts,) float64). None: the whole
+    chunk arrived at `arrival_time`.
     """
 
     samples: np.ndarray  # (n,) complex64
     first_sample_index: int
     arrival_time: float
     discontinuity: bool = False
+    part_arrivals: tuple[np.ndarray, np.ndarray] | None = None
 
 
 class SourceEvents(Protocol):

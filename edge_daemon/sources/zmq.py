@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -199,18 +200,26 @@ class ZmqSource(Source):
 
     Messages already queued when one is read are joined to it, up to `join_samples` samples
     (never waiting for more, never across a loss), so small messages do not cost one assembler
-    call each; `join_samples=1` gives one message per chunk.
+    call each; `join_samples=1` gives one message per chunk. A joined chunk keeps each
+    message's arrival time (`Chunk.part_arrivals`): a packet that ended in an earlier message
+    is timed from that message, not from the last one. `clock` stamps arrivals
+    (time.monotonic).
     """
 
     config: ZmqSourceConfig
 
     def __init__(
-        self, config: ZmqSourceConfig, events: SourceEvents, join_samples: int = JOIN_SAMPLES
+        self,
+        config: ZmqSourceConfig,
+        events: SourceEvents,
+        join_samples: int = JOIN_SAMPLES,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(config, events)
         if join_samples < 1:
             raise ValueError(f"join_samples must be >= 1, got {join_samples}")
         self.join_samples = join_samples
+        self._clock = clock
         self._zmq: Any = None
         self._context: Any = None
         self._socket: Any = None
@@ -304,7 +313,7 @@ class ZmqSource(Source):
                     frames = self._socket.recv_multipart(zmq.NOBLOCK, copy=False)
                 except zmq.Again:
                     continue
-                chunk = self._chunk(frames, time.monotonic())
+                chunk = self._chunk(frames, self._clock())
                 if chunk is not None:
                     return self._join(chunk)
                 continue
@@ -323,7 +332,7 @@ class ZmqSource(Source):
                 frames = self._socket.recv_multipart(self._zmq.NOBLOCK, copy=False)
             except self._zmq.Again:
                 break
-            following = self._chunk(frames, time.monotonic())
+            following = self._chunk(frames, self._clock())
             if following is None:  # dropped: the chunk after it carries the discontinuity
                 break
             if following.discontinuity:
@@ -334,7 +343,12 @@ class ZmqSource(Source):
         if len(parts) == 1:
             return chunk
         samples = np.concatenate([p.samples for p in parts])  # (total,)
-        return Chunk(samples, chunk.first_sample_index, parts[-1].arrival_time, chunk.discontinuity)
+        ends = np.cumsum([p.samples.size for p in parts], dtype=np.int64)  # (parts,)
+        times = np.array([p.arrival_time for p in parts], np.float64)  # (parts,)
+        return Chunk(
+            samples, chunk.first_sample_index, parts[-1].arrival_time, chunk.discontinuity,
+            part_arrivals=(ends, times),
+        )  # fmt: skip
 
     def _read_monitor(self) -> None:
         from zmq.utils.monitor import recv_monitor_message
