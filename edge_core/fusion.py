@@ -15,7 +15,8 @@ allow_pickle=False) and evaluated here in NumPy, so the daemon needs neither sci
 particular engine: every engine's probabilities go through the same trees. The evaluation is
 tested to reproduce scikit-learn's `predict_proba` (tests/test_fusion.py).
 
-Feature names: `cnn:<task>:<class>` (the CNN's probability of that class), `duration_us` (the
+Feature names: `cnn:<task>` (the CNN's class for that task), `cnn:<task>:<class>` (its
+probability of that class), `duration_us` (the
 packet's length in the stream, the detector's pre-trigger excluded) and the names of
 `edge_core.rx.headers.HEADER_FIELDS` (NaN where not decoded; the trees send missing values the way
 they learned to).
@@ -44,9 +45,14 @@ def cnn_feature_names(tasks: Sequence[str]) -> list[str]:
     return [f"cnn:{t}:{c}" for t in tasks for c in TASK_BY_NAME[t].classes]
 
 
+def cnn_label_names(tasks: Sequence[str]) -> list[str]:
+    """`cnn:<task>`: the CNN's class (index of the largest probability) for every task."""
+    return [f"cnn:{t}" for t in tasks]
+
+
 def feature_names(tasks: Sequence[str]) -> list[str]:
     """Every feature the fusion stage can use, given the CNN's tasks."""
-    return [*cnn_feature_names(tasks), DURATION_FEATURE, *HEADER_FIELDS]
+    return [*cnn_label_names(tasks), *cnn_feature_names(tasks), DURATION_FEATURE, *HEADER_FIELDS]
 
 
 def feature_matrix(
@@ -63,7 +69,9 @@ def feature_matrix(
         columns[name] = np.asarray(headers[:, i], np.float64)
     out = np.empty((n, len(names)), np.float64)
     for j, name in enumerate(names):
-        if name.startswith("cnn:"):
+        if name.startswith("cnn:") and name.count(":") == 1:
+            out[:, j] = probs[name[4:]].argmax(axis=1)
+        elif name.startswith("cnn:"):
             _, task, cls = name.split(":", 2)
             out[:, j] = probs[task][:, TASK_BY_NAME[task].index(cls)]
         else:
@@ -315,6 +323,7 @@ __all__ = [
     "Fusion",
     "TreeEnsemble",
     "cnn_feature_names",
+    "cnn_label_names",
     "feature_matrix",
     "feature_names",
     "from_sklearn",

@@ -690,6 +690,7 @@ def _cmd_fusion(args: argparse.Namespace) -> int:
         seed=args.seed,
         max_packets=args.max_packets,
         max_depth=args.max_depth or None,
+        cnn_tasks=args.cnn_inputs,
         log=log,
     )
     if args.json:
@@ -1195,6 +1196,10 @@ def _add_fit_parsers(train_sub: argparse._SubParsersAction[argparse.ArgumentPars
     fu.add_argument("--max-packets", type=int, help="use about this many packets (whole sessions)")
     fu.add_argument("--seed", type=int, default=0, help="split and trees seed (0)")
     fu.add_argument("--max-depth", type=int, default=8, help="deepest tree level (8; 0: no limit)")
+    fu.add_argument(
+        "--cnn-inputs", nargs="+", default=["phy", "frame"], metavar="TASK",
+        help="CNN heads whose probabilities the trees take (phy frame)",
+    )  # fmt: skip
     fu.add_argument("--json", action="store_true", help="print the manifest record as JSON")
     fu.set_defaults(func=_cmd_fusion)
 
