@@ -42,6 +42,11 @@ HEADER_FIELDS: tuple[str, ...] = (
 FORMAT_DSSS, FORMAT_LEGACY, FORMAT_HT = 0, 1, 2
 SAMPLE_RATE_HZ = 20e6
 _OK, _FORMAT, _RATE, _LENGTH, _AGG, _SGI, _SHORT = range(len(HEADER_FIELDS))
+_NAN = float("nan")
+# Rows as written before the variable fields: not decoded; non-HT OFDM; HT-mixed.
+_NOT_DECODED = np.array([0, _NAN, _NAN, _NAN, _NAN, _NAN, _NAN], np.float32)
+_DECODED_LEGACY = np.array([1, FORMAT_LEGACY, _NAN, _NAN, 0, 0, 0], np.float32)
+_DECODED_HT = np.array([1, FORMAT_HT, _NAN, _NAN, _NAN, _NAN, 0], np.float32)
 
 # --- OFDM constants (clause 17.3.3, 17.3.5, 19.3.9) ---------------------------------------------
 
@@ -113,6 +118,13 @@ _LTF_SPAN = 160  # ... over 160 positions (it is at STF start + 192)
 _QBPSK_RATIO = 1.0  # HT-SIG1 + 2: more energy on Q than on I (the CRC-8 then confirms)
 # FFT windows from the first L-LTF symbol: LTF1, LTF2, L-SIG, HT-SIG1, HT-SIG2 (past their GIs).
 _FIELD_WINDOWS = np.array([0, 64, 144, 224, 304])[:, None] + np.arange(_N_FFT)  # (5, 64)
+_FIELD_SPAN = 2 * _N_FFT + 3 * 80  # samples from the first long symbol to HT-SIG2's end
+_LTF_SEGMENT = _LTF_SPAN + 2 * _N_FFT + 32  # samples cross-correlated for the L-LTF timing
+_LTF_REF_F = np.fft.fft(_LTF_TIME, _LTF_SEGMENT).conj()  # (320,)
+_EARLY_PATH = 8  # samples the timing may step back from the strongest path
+_PILOT_SIGNS = [_PILOT_VALUES * p for p in _POLARITY]  # pilots of L-SIG, HT-SIG1, HT-SIG2
+_SAMPLE_INDEX = np.arange(_FIELD_SPAN)
+_SAMPLE_INDEX_F32 = _SAMPLE_INDEX.astype(np.float32)
 
 # --- BCC (17.3.5.6): K = 7, g0 = 133o, g1 = 171o ---------------------------------------------
 
@@ -135,43 +147,83 @@ def _butterfly_signs() -> np.ndarray:
 
 _BF_SIGNS = _butterfly_signs()  # (2, 2, 32)
 _BF_KIND = 2 * (_BF_SIGNS[0] < 0) + (_BF_SIGNS[1] < 0)  # (2, 32): which of +-A +-B
-# Register exchange: the input bit of step t, at its place in the survivors of states 32u + j.
-_U_SHIFTED = [
-    (np.arange(2, dtype=np.uint64)[:, None, None] << np.uint64(t)) * np.ones((32, 1), np.uint64)
-    for t in range(64)
-]  # (2, 32, 1) each
+# Branch values by [u, j, x] (input u into state 32u + j from predecessor 2j + x), as indices
+# into (A + B, A - B, B - A, -A - B): the branch from 2j + 1 has both outputs flipped (3 - kind).
+_BF_TAKE = np.stack([_BF_KIND, 3 - _BF_KIND], axis=-1).ravel()  # (128,)
+_SIGN_A = np.array([1, 1, -1, -1], np.float32)[:, None]  # a * 1 + b * -1 is exactly a - b
+_SIGN_B = np.array([1, -1, 1, -1], np.float32)[:, None]
+_PYTHON_TRACEBACK_ROWS = 16  # up to this many rows the traceback runs on Python ints
+
+
+def _viterbi_values(llr: np.ndarray, n_steps: np.ndarray) -> np.ndarray:
+    """Terminated soft Viterbi over rows of mother-code values (r, T, 2) (log P(0)/P(1), any
+    scale), row i ending in state 0 after n_steps[i] <= min(T, 64) steps. Returns (r,) uint64:
+    bit t is the decoded input bit of step t (0 from step n_steps[i] on).
+
+    The forward pass costs two ufunc calls per step (path metrics only, kept for every step);
+    the decisions come from them in one comparison afterwards and a traceback reads them out,
+    on Python ints for a few rows (the daemon's batches of 1-8), else one row per lane."""
+    r, t_max, _ = llr.shape
+    order = np.argsort(n_steps, kind="stable")  # rows that stop early first
+    n = np.asarray(n_steps)[order]
+    lanes = llr[order]
+    a, b = lanes[:, :, 0].T[:, None], lanes[:, :, 1].T[:, None]  # (T, 1, r)
+    values = a * _SIGN_A
+    values += b * _SIGN_B  # (T, 4, r): A + B, A - B, B - A, -A - B
+    # Branch metrics, overwritten in place by the candidate path metrics of each step.
+    cand = values.take(_BF_TAKE, axis=1).reshape(t_max, 2, 32, 2, r)  # [t, u, j, x, row]
+    metric = np.empty((t_max + 1, 64, r), np.float32)  # path metrics before each step
+    metric[0] = -1e30
+    metric[0, 0] = 0
+    into = metric.reshape(t_max + 1, 2, 32, r)  # by new state 32u + j
+    pairs = metric.reshape(t_max + 1, 1, 32, 2, r)  # by predecessor 2j + x
+    t0 = 0
+    for t1 in sorted(set(n.tolist())):  # rows [k:] are still running over steps t0..t1 - 1
+        k = int(np.searchsorted(n, t1))
+        c = cand[t0:t1, ..., k:]
+        for m, cc, c0, c1, m_next in zip(
+            pairs[t0:t1, ..., k:], c, c[:, :, :, 0], c[:, :, :, 1], into[t0 + 1 : t1 + 1, ..., k:]
+        ):
+            np.add(m, cc, out=cc)
+            np.maximum(c0, c1, out=m_next)
+        t0 = t1
+    # Survivor decisions (from 2j + 1 where strictly better), none past a row's last step.
+    take = cand[:, :, :, 1] > cand[:, :, :, 0]  # (T, 2, 32, r) = (T, 64, r) by new state
+    take &= (np.arange(t_max)[:, None] < n)[:, None, None, :]
+    bits = np.empty(r, np.uint64)
+    if r <= _PYTHON_TRACEBACK_ROWS:
+        packed = np.packbits(take.reshape(t_max, 64, r), axis=1, bitorder="little")  # (T, 8, r)
+        by_step = np.ascontiguousarray(packed.transpose(0, 2, 1)).view(np.uint64)[..., 0]
+        d = by_step.tolist()  # d[t][i]: bit s set where state s at t + 1 came from 2j + 1
+        values_of_rows = []
+        for i, n_i in enumerate(n.tolist()):
+            state = value = 0
+            for t in range(n_i - 1, -1, -1):
+                value |= (state >> 5) << t  # the input of step t is the top bit of its state
+                state = ((state & 31) << 1) | ((d[t][i] >> state) & 1)
+            values_of_rows.append(value)
+        bits[order] = values_of_rows
+        return bits
+    flat = take.reshape(t_max, 64 * r)
+    lane = np.arange(r)
+    state = np.zeros(r, np.intp)
+    history = np.empty((t_max, r), np.intp)
+    for t in range(t_max - 1, -1, -1):
+        history[t] = state
+        state = _PREDECESSOR_BASE[state] + flat[t].take(state * r + lane)
+    top = (history >> 5).astype(np.uint64)  # (T, r) inputs
+    bits[order] = (top << np.arange(t_max, dtype=np.uint64)[:, None]).sum(axis=0)
+    return bits
+
+
+_PREDECESSOR_BASE = 2 * (np.arange(64) & 31)  # state 32u + j came from 2j + x
 
 
 def _viterbi(llr: np.ndarray, n_steps: np.ndarray) -> np.ndarray:
-    """Terminated soft Viterbi over rows of mother-code values (r, T, 2) (log P(0)/P(1), any
-    scale), row i ending in state 0 after n_steps[i] <= 64 steps. Returns (r, T) uint8 bits.
-
-    Survivor paths are kept as one uint64 per state (register exchange): no traceback."""
-    r, t_max, _ = llr.shape
-    # State-major arrays (state, row): each operation below is a few long contiguous loops.
-    a, b = llr[:, :, 0].T, llr[:, :, 1].T  # (T, r)
-    values = np.stack([a + b, a - b, b - a, -a - b], axis=1)  # (T, 4, r) by _BF_KIND
-    bm = values[:, _BF_KIND]  # (T, 2, 32, r): a gather, ~20x faster than an einsum here
-    metric = np.full((64, r), -1e30, np.float32)
-    metric[0] = 0
-    paths = np.zeros((64, r), np.uint64)
-    out = np.zeros(r, np.uint64)
-    ends = set(np.unique(n_steps).tolist())
-    for t in range(t_max):
-        m = metric.reshape(1, 32, 2, r)
-        m0 = m[:, :, 0] + bm[t]  # (2, 32, r) from state 2j into 32u + j
-        m1 = m[:, :, 1] - bm[t]  # from state 2j + 1
-        take1 = m1 > m0
-        metric = np.maximum(m0, m1).reshape(64, r)
-        p = paths.reshape(1, 32, 2, r)
-        paths = np.where(take1, p[:, :, 1], p[:, :, 0])
-        paths |= _U_SHIFTED[t]
-        paths = paths.reshape(64, r)
-        if t + 1 in ends:
-            done = n_steps == t + 1
-            out[done] = paths[0, done]
-    shifts = np.arange(t_max, dtype=np.uint64)
-    return ((out[:, None] >> shifts) & np.uint64(1)).astype(np.uint8)
+    """`_viterbi_values` as (r, T) uint8 bits."""
+    values = _viterbi_values(llr, n_steps)
+    shifts = np.arange(llr.shape[1], dtype=np.uint64)
+    return ((values[:, None] >> shifts) & np.uint64(1)).astype(np.uint8)
 
 
 # --- CRCs as affine maps over GF(2) ------------------------------------------------------------
@@ -191,22 +243,44 @@ def _crc_bits(bits: np.ndarray, width: int, poly: int) -> np.ndarray:
     return np.array([(reg >> (width - 1 - i)) & 1 for i in range(width)], np.uint8)
 
 
-def _affine(n_bits: int, width: int, poly: int) -> tuple[np.ndarray, np.ndarray]:
-    """(A, c) with crc(b) = A b + c mod 2, so a batch is checked by one integer product."""
+def _crc_check(n_bits: int, width: int, poly: int) -> tuple[np.ndarray, np.ndarray]:
+    """The CRC as parity checks on a packed word (bit i = the i-th bit sent): (masks, c) with
+    popcount(word & masks[k]) odd == c[k] for every k iff the CRC is right. CRC bit k is
+    an affine function of the data bits (crc(b) = A b + c mod 2); mask k takes row k of A and
+    the received CRC bit k."""
     c = _crc_bits(np.zeros(n_bits, np.uint8), width, poly)
     cols = [_crc_bits(np.eye(n_bits, dtype=np.uint8)[i], width, poly) ^ c for i in range(n_bits)]
-    return np.stack(cols, axis=1).astype(np.int32), c.astype(np.int32)
+    a = np.stack(cols, axis=1)  # (width, n_bits)
+    masks = [
+        sum(1 << i for i in range(n_bits) if a[k, i]) | (1 << (n_bits + k)) for k in range(width)
+    ]
+    return np.array(masks, np.uint64), c.astype(np.uint8)
 
 
-_CRC8 = _affine(34, 8, 0x07)  # HT-SIG (19.3.9.4.4): x^8 + x^2 + x + 1
-_CRC16 = _affine(32, 16, 0x1021)  # PLCP header (15.3.3.7): x^16 + x^12 + x^5 + 1
+_CRC8 = _crc_check(34, 8, 0x07)  # HT-SIG (19.3.9.4.4): x^8 + x^2 + x + 1
+_CRC16 = _crc_check(32, 16, 0x1021)  # PLCP header (15.3.3.7): x^16 + x^12 + x^5 + 1
+
+
+def _crc_ok_words(words: np.ndarray, crc: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """(r,) bool: the CRC of each packed word (r,) uint64 checks."""
+    masks, c = crc
+    return ((np.bitwise_count(words[:, None] & masks) & 1) == c).all(axis=1)
+
+
+def _pack(bits: np.ndarray) -> np.ndarray:
+    """(r, k <= 64) bits, the first sent first -> (r,) uint64 with bit i = bits[:, i]."""
+    weights = np.uint64(1) << np.arange(bits.shape[1], dtype=np.uint64)
+    return (bits.astype(np.uint64) * weights).sum(axis=1, dtype=np.uint64)
 
 
 def _crc_ok(bits: np.ndarray, crc: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    a, c = crc
-    n = a.shape[1]
-    expect = (bits[:, :n].astype(np.int32) @ a.T + c) & 1  # (r, width)
-    return (expect == bits[:, n : n + a.shape[0]]).all(axis=1)
+    """(r,) bool: the CRC of each row of bits (r, k) (data, then CRC, first sent first) checks."""
+    return _crc_ok_words(_pack(bits), crc)
+
+
+def _field(words: np.ndarray, first: int, n_bits: int) -> np.ndarray:
+    """Unsigned value of bits first..first + n_bits - 1 of packed words, sent LSB first."""
+    return ((words >> np.uint64(first)) & np.uint64((1 << n_bits) - 1)).astype(np.int64)
 
 
 def _value(bits: np.ndarray) -> np.ndarray:
@@ -321,8 +395,8 @@ def decode_headers(iq: np.ndarray, sample_rate_hz: float = SAMPLE_RATE_HZ) -> np
     if not (np.iscomplexobj(x) or x.shape[0] == 0):
         raise ValueError(f"iq must be complex (complex64), got dtype {x.dtype}")
     n, length = x.shape
-    out = np.full((n, len(HEADER_FIELDS)), np.nan, np.float32)
-    out[:, _OK] = 0
+    out = np.empty((n, len(HEADER_FIELDS)), np.float32)
+    out[:] = _NOT_DECODED
     if n == 0 or length == 0:
         return out
     y = x.astype(np.complex64, copy=False)
@@ -330,127 +404,142 @@ def decode_headers(iq: np.ndarray, sample_rate_hz: float = SAMPLE_RATE_HZ) -> np
     good = np.flatnonzero(np.isfinite(peak) & (peak > 0))
     if good.size == 0:
         return out
-    buf = np.zeros((good.size, max(length, _MIN_SAMPLES)), np.complex64)
-    np.multiply(y[good], (1 / peak[good])[:, None].astype(np.float32), out=buf[:, :length])
+    if good.size < n:
+        y, peak = y[good], peak[good]
+    buf = np.empty((good.size, max(length, _MIN_SAMPLES)), np.complex64)
+    buf[:, length:] = 0
+    np.multiply(y, (1 / peak)[:, None].astype(np.float32), out=buf[:, :length])
     ofdm_done = _decode_ofdm(buf, out, good)
-    rest = ~ofdm_done
-    if rest.any():
-        _decode_dsss(buf[rest], out, good[rest])
+    if not ofdm_done.all():
+        rest = np.flatnonzero(~ofdm_done)
+        _decode_dsss(buf if rest.size == good.size else buf[rest], out, good[rest])
     return out
 
 
+def _rows_at(buf: np.ndarray, rows: np.ndarray, starts: np.ndarray, n: int) -> np.ndarray:
+    """buf[rows[i], starts[i] : starts[i] + n] for each i: (len(rows), n), one gather."""
+    base = rows * buf.shape[1] + starts  # (c,)
+    return buf.reshape(-1).take(base[:, None] + _SAMPLE_INDEX[:n])
+
+
 def _rotate(seg: np.ndarray, omega: np.ndarray) -> np.ndarray:
-    """seg (r, m) times exp(-j omega k), k = 0..m-1, omega (r,) rad/sample."""
-    theta = omega[:, None].astype(np.float32) * np.arange(seg.shape[1], dtype=np.float32)
+    """seg (r, m) times exp(-j omega k), k = 0..m-1, omega (r,) float32 rad/sample."""
+    theta = omega[:, None] * _SAMPLE_INDEX_F32[: seg.shape[1]]
     phasor = np.empty(theta.shape, np.complex64)  # cos/sin: ~30x faster than a complex exp
-    phasor.real = np.cos(theta)
-    phasor.imag = -np.sin(theta)
-    return seg * phasor
+    np.cos(theta, out=phasor.real)
+    np.negative(np.sin(theta), out=phasor.imag)
+    return np.multiply(seg, phasor, out=phasor)
 
 
 def _decode_ofdm(buf: np.ndarray, out: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """Decode the OFDM packets among `buf` (r, L) into out[rows]; (r,) bool: L-SIG decoded."""
     r = buf.shape[0]
     decoded = np.zeros(r, bool)
-    # L-STF: |sum y[t] y*[t+16]| / sum |y[t+16]|^2 over 64 samples, for each start t.
-    seg = buf[:, : _STF_SEARCH + _STF_WINDOW + 16]  # (r, 400)
-    prod = seg[:, :-16] * seg[:, 16:].conj()  # (r, 384)
-    power = seg[:, 16:].real ** 2 + seg[:, 16:].imag ** 2
-    zero = np.zeros((r, 1), np.complex64)
-    c_prod = np.concatenate([zero, np.cumsum(prod, axis=1)], axis=1)  # (r, 385)
-    c_pow = np.concatenate([zero.real, np.cumsum(power, axis=1)], axis=1)
+    # L-STF: |sum y[t] y*[t+16]| / sum |y[t+16]|^2 over 64 samples, for each start t; running
+    # sums from a leading 0.
+    early_part = buf[:, : _STF_SEARCH + _STF_WINDOW]  # (r, 384)
+    late_part = buf[:, 16 : _STF_SEARCH + _STF_WINDOW + 16]
+    c_prod = np.empty((r, _STF_SEARCH + _STF_WINDOW + 1), np.complex64)  # (r, 385)
+    c_prod[:, 0] = 0
+    np.multiply(early_part, late_part.conj(), out=c_prod[:, 1:])
+    np.cumsum(c_prod[:, 1:], axis=1, out=c_prod[:, 1:])
+    c_pow = np.empty(c_prod.shape, np.float32)
+    c_pow[:, 0] = 0
+    np.square(late_part.real, out=c_pow[:, 1:])
+    c_pow[:, 1:] += np.square(late_part.imag)
+    np.cumsum(c_pow[:, 1:], axis=1, out=c_pow[:, 1:])
     acf = c_prod[:, _STF_WINDOW:] - c_prod[:, :-_STF_WINDOW]  # (r, 321)
     pw = c_pow[:, _STF_WINDOW:] - c_pow[:, :-_STF_WINDOW]
-    metric = np.abs(acf) / np.maximum(pw, 1e-20)
+    metric = np.abs(acf)
+    metric /= np.maximum(pw, 1e-20, out=pw)
     hit = np.argmax(metric, axis=1)  # (r,)
-    cand = np.flatnonzero(metric[np.arange(r), hit] > _STF_THRESHOLD)
+    cand = np.flatnonzero(metric.max(axis=1) > _STF_THRESHOLD)
     if cand.size == 0:
         return decoded
-    hit = hit[cand]
+    if cand.size < r:
+        hit = hit[cand]
     omega = -np.angle(acf[cand, hit]) / 16  # (c,) coarse CFO, rad/sample
 
     # L-LTF timing: cross-correlation with a long symbol, both symbols lined up.
-    n_seg = _LTF_SPAN + 2 * _N_FFT + 32
     first = hit + _LTF_FROM
-    idx = first[:, None] + np.arange(n_seg)  # (c, 320)
-    lseg = _rotate(buf[cand[:, None], idx], omega)
-    lseg_f = np.fft.fft(lseg, axis=1)
-    ref_f = np.fft.fft(_LTF_TIME, n_seg).conj()
-    xc = np.abs(np.fft.ifft(lseg_f * ref_f, axis=1))[:, : _LTF_SPAN + _N_FFT]  # valid part
-    both = xc[:, :_LTF_SPAN] + xc[:, _N_FFT : _N_FFT + _LTF_SPAN]  # (c, 160)
-    peak = np.argmax(both, axis=1)
-    top = both[np.arange(cand.size), peak]
-    # The peak sits on the strongest path: step back to the earliest one of comparable strength.
-    early = peak.copy()
-    for d in range(1, 9):
-        back = np.maximum(peak - d, 0)
-        strong = (peak - d >= 0) & (both[np.arange(cand.size), back] >= 0.35 * top)
-        early = np.where(strong, peak - d, early)
-    t1 = first + early - 2  # first long symbol, 2 samples into its guard interval
+    lseg_f = np.fft.fft(_rotate(_rows_at(buf, cand, first, _LTF_SEGMENT), omega), axis=1)
+    lseg_f *= _LTF_REF_F
+    xc = np.abs(np.fft.ifft(lseg_f, axis=1))[:, : _LTF_SPAN + _N_FFT]  # valid part
+    # Both symbols' peaks summed, after _EARLY_PATH columns of -inf (no path before the row).
+    both = np.empty((cand.size, _EARLY_PATH + _LTF_SPAN), np.float32)
+    both[:, :_EARLY_PATH] = -np.inf
+    np.add(xc[:, :_LTF_SPAN], xc[:, _N_FFT : _N_FFT + _LTF_SPAN], out=both[:, _EARLY_PATH:])
+    peak = np.argmax(both[:, _EARLY_PATH:], axis=1)
+    # The peak sits on the strongest path: step back (up to _EARLY_PATH samples) to the
+    # earliest one of comparable strength; `near` ends with the peak itself, always strong.
+    near = both.reshape(-1).take(
+        (np.arange(cand.size) * both.shape[1] + peak)[:, None] + _SAMPLE_INDEX[: _EARLY_PATH + 1]
+    )  # (c, 9): both at peak - 8 .. peak
+    strong = near >= 0.35 * near[:, _EARLY_PATH:]
+    t1 = first + peak - _EARLY_PATH + np.argmax(strong, axis=1) - 2  # 2 samples into the GI
 
     # Fields from the first long symbol: LTF1, LTF2, L-SIG, HT-SIG1, HT-SIG2 (FFT windows).
-    span = 2 * _N_FFT + 3 * 80
-    sym = buf[cand[:, None], t1[:, None] + np.arange(span)]  # (c, 368)
-    sym = _rotate(sym, omega)
-    l1, l2 = sym[:, :64], sym[:, 64:128]
-    rep = np.sum(l1 * l2.conj(), axis=1)
-    energy = 0.5 * (np.sum(np.abs(l1) ** 2, axis=1) + np.sum(np.abs(l2) ** 2, axis=1))
+    sym = _rotate(_rows_at(buf, cand, t1, _FIELD_SPAN), omega)  # (c, 368)
+    rep = np.sum(sym[:, :64] * sym[:, 64:128].conj(), axis=1)
+    ltf_power = np.abs(sym[:, :128])
+    np.square(ltf_power, out=ltf_power)
+    per_symbol = ltf_power.reshape(-1, 2, _N_FFT).sum(axis=2)  # (c, 2)
+    energy = 0.5 * (per_symbol[:, 0] + per_symbol[:, 1])
     keep = np.abs(rep) > _LTF_THRESHOLD * np.maximum(energy, 1e-20)
     fine = -np.angle(rep) / 64  # sum l1 l2* = |l1|^2 exp(-j 64 w)
-    sym = _rotate(sym[keep], fine[keep])
-    cand, t1 = cand[keep], t1[keep]
-    if cand.size == 0:
-        return decoded
+    if not keep.all():
+        sym, fine, cand = sym[keep], fine[keep], cand[keep]
+        if cand.size == 0:
+            return decoded
+    c = cand.size
+    sym = _rotate(sym, fine)
     bins = np.fft.fft(sym[:, _FIELD_WINDOWS], axis=2)  # (c, 5, 64)
     used = bins[:, :, _USED_BINS]  # (c, 5, 52)
     # einsum, not @: small BLAS products with their threads are slow on a busy CPU.
     h = np.einsum("ck,kj->cj", 0.5 * (used[:, 0] + used[:, 1]) * _LTF_USED, _SMOOTH)  # (c, 52)
-    soft = []
-    for s in (2, 3, 4):  # L-SIG, HT-SIG1, HT-SIG2: pilot phase, then MRC weighting
-        z = used[:, s] * h.conj()  # (c, 52)
-        cpe = z[:, _PILOT_COL] @ (_PILOT_VALUES * _POLARITY[s - 2])  # (c,)
-        soft.append(z[:, _DATA_COL] * (cpe.conj() / np.maximum(np.abs(cpe), 1e-30))[:, None])
-    lsig_soft, ht1, ht2 = soft
+    # L-SIG, HT-SIG1, HT-SIG2: pilot phase, then MRC weighting.
+    z = used[:, 2:] * h.conj()[:, None]  # (c, 3, 52)
+    cpe = np.stack([z[:, s, _PILOT_COL] @ _PILOT_SIGNS[s] for s in range(3)], axis=1)  # (c, 3)
+    soft = z[:, :, _DATA_COL] * (cpe.conj() / np.maximum(np.abs(cpe), 1e-30))[:, :, None]
     # Only a 6 Mbit/s L-SIG can announce HT; after any other rate the next symbol is data.
-    q_energy = np.sum(ht1.imag**2, axis=1) + np.sum(ht2.imag**2, axis=1)
-    qbpsk = q_energy > _QBPSK_RATIO * (np.sum(ht1.real**2, axis=1) + np.sum(ht2.real**2, axis=1))
+    ht_soft = soft[:, 1:]  # (c, 2, 48)
+    q_energy = np.square(ht_soft.imag).sum(axis=2)  # (c, 2)
+    i_energy = np.square(ht_soft.real).sum(axis=2)
+    qbpsk = q_energy[:, 0] + q_energy[:, 1] > _QBPSK_RATIO * (i_energy[:, 0] + i_energy[:, 1])
     ht = np.flatnonzero(qbpsk)
 
-    # BPSK bit 1 is +1 (+j for HT-SIG); Viterbi wants log P(0)/P(1).
-    lsig_llr = -lsig_soft.real[:, _DEINTERLEAVE]  # (c, 48) coded bits in order
-    ht_llr = -np.concatenate([ht1[ht].imag[:, _DEINTERLEAVE], ht2[ht].imag[:, _DEINTERLEAVE]], 1)
-    llr = np.zeros((cand.size + ht.size, 48, 2), np.float32)
-    llr[: cand.size, :24] = lsig_llr.reshape(-1, 24, 2)
-    llr[cand.size :] = ht_llr.reshape(-1, 48, 2)
+    # BPSK bit 1 is +1 (+j for HT-SIG); Viterbi wants log P(0)/P(1). L-SIG rows first.
+    llr = np.zeros((c + ht.size, 96), np.float32)
+    np.negative(soft[:, 0].real[:, _DEINTERLEAVE], out=llr[:c, :48])  # coded bits in order
+    np.negative(ht_soft[ht].imag[:, :, _DEINTERLEAVE].reshape(-1, 96), out=llr[c:])
+    llr = llr.reshape(-1, 48, 2)
     llr /= np.maximum(np.abs(llr).mean(axis=(1, 2), keepdims=True), 1e-30)
-    steps = np.r_[np.full(cand.size, 24), np.full(ht.size, 48)]
-    bits = _viterbi(llr, steps)
-    lsig, htsig = bits[: cand.size, :24], bits[cand.size :]
+    steps = np.full(c + ht.size, 48)
+    steps[:c] = 24
+    words = _viterbi_values(llr, steps)
+    lsig, htsig = words[:c], words[c:]
 
-    rate = _RATE_OF_BITS[_value(lsig[:, :4])]
-    lsig_ok = (rate > 0) & (lsig[:, 4] == 0) & (lsig[:, :18].sum(axis=1) % 2 == 0)
-    l_length = _value(lsig[:, 5:17])
+    rate = _RATE_OF_BITS[_field(lsig, 0, 4)]
+    parity_even = np.bitwise_count(lsig & np.uint64((1 << 18) - 1)) % 2 == 0
+    lsig_ok = (rate > 0) & (_field(lsig, 4, 1) == 0) & parity_even
     dst = rows[cand]
     ok = lsig_ok & ~(qbpsk & (rate == 6))
-    out[dst[ok], _OK] = 1
-    out[dst[ok], _FORMAT] = FORMAT_LEGACY
-    out[dst[ok], _RATE] = rate[ok]
-    out[dst[ok], _LENGTH] = l_length[ok]
-    out[dst[ok], _AGG] = 0
-    out[dst[ok], _SGI] = 0
-    out[dst[ok], _SHORT] = 0
+    legacy = np.empty((int(ok.sum()), len(HEADER_FIELDS)), np.float32)
+    legacy[:] = _DECODED_LEGACY
+    legacy[:, _RATE] = rate[ok]
+    legacy[:, _LENGTH] = _field(lsig[ok], 5, 12)
+    out[dst[ok]] = legacy
     is_ht = lsig_ok[ht] & (rate[ht] == 6)
-    crc = _crc_ok(htsig, _CRC8)
-    ht_ok = is_ht & crc
-    hdst = dst[ht]
-    out[hdst[is_ht], _FORMAT] = FORMAT_HT
-    h_rows, h_bits = hdst[ht_ok], htsig[ht_ok]
-    out[h_rows, _OK] = 1
-    out[h_rows, _RATE] = _value(h_bits[:, 0:7])
-    out[h_rows, _LENGTH] = _value(h_bits[:, 8:24])
-    out[h_rows, _AGG] = h_bits[:, 27]
-    out[h_rows, _SGI] = h_bits[:, 31]
-    out[h_rows, _SHORT] = 0
+    out[dst[ht[is_ht]], _FORMAT] = FORMAT_HT
+    ht_ok = is_ht & _crc_ok_words(htsig, _CRC8)
+    h_words = htsig[ht_ok]
+    decoded_ht = np.empty((h_words.size, len(HEADER_FIELDS)), np.float32)
+    decoded_ht[:] = _DECODED_HT
+    decoded_ht[:, _RATE] = _field(h_words, 0, 7)
+    decoded_ht[:, _LENGTH] = _field(h_words, 8, 16)
+    decoded_ht[:, _AGG] = _field(h_words, 27, 1)
+    decoded_ht[:, _SGI] = _field(h_words, 31, 1)
+    out[dst[ht[ht_ok]]] = decoded_ht
     decoded[cand[ok]] = True
     decoded[cand[ht[is_ht]]] = True
     return decoded
