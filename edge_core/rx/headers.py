@@ -121,6 +121,7 @@ _FIELD_WINDOWS = np.array([0, 64, 144, 224, 304])[:, None] + np.arange(_N_FFT)  
 _FIELD_SPAN = 2 * _N_FFT + 3 * 80  # samples from the first long symbol to HT-SIG2's end
 _LTF_SEGMENT = _LTF_SPAN + 2 * _N_FFT + 32  # samples cross-correlated for the L-LTF timing
 _LTF_REF_F = np.fft.fft(_LTF_TIME, _LTF_SEGMENT).conj()  # (320,)
+_LSIG_STEPS = 24  # trellis steps of L-SIG; HT-SIG has 48
 _EARLY_PATH = 8  # samples the timing may step back from the strongest path
 _PILOT_SIGNS = [_PILOT_VALUES * p for p in _POLARITY]  # pilots of L-SIG, HT-SIG1, HT-SIG2
 _SAMPLE_INDEX = np.arange(_FIELD_SPAN)
@@ -153,77 +154,78 @@ _BF_TAKE = np.stack([_BF_KIND, 3 - _BF_KIND], axis=-1).ravel()  # (128,)
 _SIGN_A = np.array([1, 1, -1, -1], np.float32)[:, None]  # a * 1 + b * -1 is exactly a - b
 _SIGN_B = np.array([1, -1, 1, -1], np.float32)[:, None]
 _PYTHON_TRACEBACK_ROWS = 16  # up to this many rows the traceback runs on Python ints
+_PREDECESSOR_BASE = 2 * (np.arange(64) & 31)  # state 32u + j came from 2j + x
+_START = np.full((64, 1), -1e30, np.float32)  # path metrics before the first step: state 0
+_START[0] = 0
+
+# A soft Viterbi decoder in three parts, so that a caller can stop rows part way (the OFDM
+# path drops HT-SIG rows whose L-SIG failed after 24 steps): branch metrics for all steps,
+# forward passes over spans of steps (two ufunc calls per step, path metrics only; the
+# decisions come from them in one comparison afterwards), a traceback of the decisions.
 
 
-def _viterbi_values(llr: np.ndarray, n_steps: np.ndarray) -> np.ndarray:
-    """Terminated soft Viterbi over rows of mother-code values (r, T, 2) (log P(0)/P(1), any
-    scale), row i ending in state 0 after n_steps[i] <= min(T, 64) steps. Returns (r,) uint64:
-    bit t is the decoded input bit of step t (0 from step n_steps[i] on).
-
-    The forward pass costs two ufunc calls per step (path metrics only, kept for every step);
-    the decisions come from them in one comparison afterwards and a traceback reads them out,
-    on Python ints for a few rows (the daemon's batches of 1-8), else one row per lane."""
-    r, t_max, _ = llr.shape
-    order = np.argsort(n_steps, kind="stable")  # rows that stop early first
-    n = np.asarray(n_steps)[order]
-    lanes = llr[order]
-    a, b = lanes[:, :, 0].T[:, None], lanes[:, :, 1].T[:, None]  # (T, 1, r)
+def _branch_metrics(llr: np.ndarray) -> np.ndarray:
+    """Mother-code values (r, T, 2) (log P(0)/P(1), any scale) -> branch metrics (T, 2, 32, 2,
+    r) by [step, u, j, x, row]: input u into state 32u + j from predecessor 2j + x."""
+    t_max, r = llr.shape[1], llr.shape[0]
+    a, b = llr[:, :, 0].T[:, None], llr[:, :, 1].T[:, None]  # (T, 1, r)
     values = a * _SIGN_A
     values += b * _SIGN_B  # (T, 4, r): A + B, A - B, B - A, -A - B
-    # Branch metrics, overwritten in place by the candidate path metrics of each step.
-    cand = values.take(_BF_TAKE, axis=1).reshape(t_max, 2, 32, 2, r)  # [t, u, j, x, row]
-    metric = np.empty((t_max + 1, 64, r), np.float32)  # path metrics before each step
-    metric[0] = -1e30
-    metric[0, 0] = 0
-    into = metric.reshape(t_max + 1, 2, 32, r)  # by new state 32u + j
+    return values.take(_BF_TAKE, axis=1).reshape(t_max, 2, 32, 2, r)
+
+
+def _forward(branch: np.ndarray, start: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Steps over `branch` (T, 2, 32, 2, r) (overwritten) from path metrics `start` (64, r or
+    1) -> (decisions (T, 64, r) bool by new state: True where the survivor came from 2j + 1,
+    path metrics after the last step (64, r))."""
+    t_max, r = branch.shape[0], branch.shape[-1]
+    metric = np.empty((t_max + 1, 64, r), np.float32)
+    metric[0] = start
     pairs = metric.reshape(t_max + 1, 1, 32, 2, r)  # by predecessor 2j + x
-    t0 = 0
-    for t1 in sorted(set(n.tolist())):  # rows [k:] are still running over steps t0..t1 - 1
-        k = int(np.searchsorted(n, t1))
-        c = cand[t0:t1, ..., k:]
-        for m, cc, c0, c1, m_next in zip(
-            pairs[t0:t1, ..., k:], c, c[:, :, :, 0], c[:, :, :, 1], into[t0 + 1 : t1 + 1, ..., k:]
-        ):
-            np.add(m, cc, out=cc)
-            np.maximum(c0, c1, out=m_next)
-        t0 = t1
-    # Survivor decisions (from 2j + 1 where strictly better), none past a row's last step.
-    take = cand[:, :, :, 1] > cand[:, :, :, 0]  # (T, 2, 32, r) = (T, 64, r) by new state
-    take &= (np.arange(t_max)[:, None] < n)[:, None, None, :]
-    bits = np.empty(r, np.uint64)
+    into = metric.reshape(t_max + 1, 2, 32, r)[1:]  # by new state 32u + j
+    steps = (pairs[:-1], branch, branch[:, :, :, 0], branch[:, :, :, 1], into)
+    for m, cand, c0, c1, m_next in zip(*steps, strict=True):
+        np.add(m, cand, out=cand)
+        np.maximum(c0, c1, out=m_next)
+    take = branch[:, :, :, 1] > branch[:, :, :, 0]  # (T, 2, 32, r)
+    return take.reshape(t_max, 64, r), metric[t_max]
+
+
+def _traceback(take: np.ndarray, n_steps: np.ndarray) -> np.ndarray:
+    """Decisions (T, 64, r) -> (r,) uint64, bit t the input of step t on the survivor that ends
+    in state 0 after n_steps[i] steps (bits from n_steps[i] on are 0)."""
+    t_max, _, r = take.shape
     if r <= _PYTHON_TRACEBACK_ROWS:
-        packed = np.packbits(take.reshape(t_max, 64, r), axis=1, bitorder="little")  # (T, 8, r)
+        packed = np.packbits(take, axis=1, bitorder="little")  # (T, 8, r)
         by_step = np.ascontiguousarray(packed.transpose(0, 2, 1)).view(np.uint64)[..., 0]
         d = by_step.tolist()  # d[t][i]: bit s set where state s at t + 1 came from 2j + 1
-        values_of_rows = []
-        for i, n_i in enumerate(n.tolist()):
-            state = value = 0
+        words = []
+        for i, n_i in enumerate(np.asarray(n_steps).tolist()):
+            state = word = 0
             for t in range(n_i - 1, -1, -1):
-                value |= (state >> 5) << t  # the input of step t is the top bit of its state
+                word |= (state >> 5) << t  # the input of step t is the top bit of its state
                 state = ((state & 31) << 1) | ((d[t][i] >> state) & 1)
-            values_of_rows.append(value)
-        bits[order] = values_of_rows
-        return bits
-    flat = take.reshape(t_max, 64 * r)
+            words.append(word)
+        return np.array(words, np.uint64)
+    ended = (np.arange(t_max)[:, None] >= n_steps)[:, None, :]  # (T, 1, r): stay in state 0
+    flat = (take & ~ended).reshape(t_max, 64 * r)
     lane = np.arange(r)
-    state = np.zeros(r, np.intp)
+    states = np.zeros(r, np.intp)
     history = np.empty((t_max, r), np.intp)
     for t in range(t_max - 1, -1, -1):
-        history[t] = state
-        state = _PREDECESSOR_BASE[state] + flat[t].take(state * r + lane)
+        history[t] = states
+        states = _PREDECESSOR_BASE[states] + flat[t].take(states * r + lane)
     top = (history >> 5).astype(np.uint64)  # (T, r) inputs
-    bits[order] = (top << np.arange(t_max, dtype=np.uint64)[:, None]).sum(axis=0)
-    return bits
-
-
-_PREDECESSOR_BASE = 2 * (np.arange(64) & 31)  # state 32u + j came from 2j + x
+    return (top << np.arange(t_max, dtype=np.uint64)[:, None]).sum(axis=0)
 
 
 def _viterbi(llr: np.ndarray, n_steps: np.ndarray) -> np.ndarray:
-    """`_viterbi_values` as (r, T) uint8 bits."""
-    values = _viterbi_values(llr, n_steps)
+    """Terminated soft Viterbi over rows of mother-code values (r, T, 2) (log P(0)/P(1), any
+    scale), row i ending in state 0 after n_steps[i] <= min(T, 64) steps: (r, T) uint8 bits."""
+    take, _ = _forward(_branch_metrics(llr), _START)
+    words = _traceback(take, n_steps)
     shifts = np.arange(llr.shape[1], dtype=np.uint64)
-    return ((values[:, None] >> shifts) & np.uint64(1)).astype(np.uint8)
+    return ((words[:, None] >> shifts) & np.uint64(1)).astype(np.uint8)
 
 
 # --- CRCs as affine maps over GF(2) ------------------------------------------------------------
@@ -509,16 +511,15 @@ def _decode_ofdm(buf: np.ndarray, out: np.ndarray, rows: np.ndarray) -> np.ndarr
     ht = np.flatnonzero(qbpsk)
 
     # BPSK bit 1 is +1 (+j for HT-SIG); Viterbi wants log P(0)/P(1). L-SIG rows first.
-    llr = np.zeros((c + ht.size, 96), np.float32)
-    np.negative(soft[:, 0].real[:, _DEINTERLEAVE], out=llr[:c, :48])  # coded bits in order
-    np.negative(ht_soft[ht].imag[:, :, _DEINTERLEAVE].reshape(-1, 96), out=llr[c:])
-    llr = llr.reshape(-1, 48, 2)
+    coded = np.zeros((c + ht.size, 96), np.float32)
+    np.negative(soft[:, 0].real[:, _DEINTERLEAVE], out=coded[:c, :48])  # coded bits in order
+    np.negative(ht_soft[ht].imag[:, :, _DEINTERLEAVE].reshape(-1, 96), out=coded[c:])
+    llr = coded.reshape(-1, 48, 2)
     llr /= np.maximum(np.abs(llr).mean(axis=(1, 2), keepdims=True), 1e-30)
-    steps = np.full(c + ht.size, 48)
-    steps[:c] = 24
-    words = _viterbi_values(llr, steps)
-    lsig, htsig = words[:c], words[c:]
-
+    # L-SIG's 24 steps for every row, HT-SIG's last 24 only where the L-SIG says HT.
+    branch = _branch_metrics(llr)  # (48, 2, 32, 2, c + h)
+    take, after_lsig = _forward(branch[:_LSIG_STEPS], _START)
+    lsig = _traceback(take[:, :, :c], np.full(c, _LSIG_STEPS))
     rate = _RATE_OF_BITS[_field(lsig, 0, 4)]
     parity_even = np.bitwise_count(lsig & np.uint64((1 << 18) - 1)) % 2 == 0
     lsig_ok = (rate > 0) & (_field(lsig, 4, 1) == 0) & parity_even
@@ -531,7 +532,14 @@ def _decode_ofdm(buf: np.ndarray, out: np.ndarray, rows: np.ndarray) -> np.ndarr
     out[dst[ok]] = legacy
     is_ht = lsig_ok[ht] & (rate[ht] == 6)
     out[dst[ht[is_ht]], _FORMAT] = FORMAT_HT
-    ht_ok = is_ht & _crc_ok_words(htsig, _CRC8)
+    decoded[cand[ok]] = True
+    decoded[cand[ht[is_ht]]] = True
+    lanes = c + np.flatnonzero(is_ht)
+    if lanes.size == 0:
+        return decoded
+    rest, _ = _forward(branch[_LSIG_STEPS:, ..., lanes], after_lsig[:, lanes])
+    htsig = _traceback(np.concatenate([take[:, :, lanes], rest]), np.full(lanes.size, 48))
+    ht_ok = _crc_ok_words(htsig, _CRC8)
     h_words = htsig[ht_ok]
     decoded_ht = np.empty((h_words.size, len(HEADER_FIELDS)), np.float32)
     decoded_ht[:] = _DECODED_HT
@@ -539,9 +547,7 @@ def _decode_ofdm(buf: np.ndarray, out: np.ndarray, rows: np.ndarray) -> np.ndarr
     decoded_ht[:, _LENGTH] = _field(h_words, 8, 16)
     decoded_ht[:, _AGG] = _field(h_words, 27, 1)
     decoded_ht[:, _SGI] = _field(h_words, 31, 1)
-    out[dst[ht[ht_ok]]] = decoded_ht
-    decoded[cand[ok]] = True
-    decoded[cand[ht[is_ht]]] = True
+    out[dst[ht[is_ht][ht_ok]]] = decoded_ht
     return decoded
 
 
