@@ -153,8 +153,7 @@ _BF_KIND = 2 * (_BF_SIGNS[0] < 0) + (_BF_SIGNS[1] < 0)  # (2, 32): which of +-A 
 _BF_TAKE = np.stack([_BF_KIND, 3 - _BF_KIND], axis=-1).ravel()  # (128,)
 _SIGN_A = np.array([1, 1, -1, -1], np.float32)[:, None]  # a * 1 + b * -1 is exactly a - b
 _SIGN_B = np.array([1, -1, 1, -1], np.float32)[:, None]
-_PYTHON_TRACEBACK_ROWS = 16  # up to this many rows the traceback runs on Python ints
-_PREDECESSOR_BASE = 2 * (np.arange(64) & 31)  # state 32u + j came from 2j + x
+_PYTHON_TRACEBACK_ROWS = 32  # up to this many rows the traceback runs on Python ints
 _START = np.full((64, 1), -1e30, np.float32)  # path metrics before the first step: state 0
 _START[0] = 0
 
@@ -193,30 +192,31 @@ def _forward(branch: np.ndarray, start: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 def _traceback(take: np.ndarray, n_steps: np.ndarray) -> np.ndarray:
     """Decisions (T, 64, r) -> (r,) uint64, bit t the input of step t on the survivor that ends
-    in state 0 after n_steps[i] steps (bits from n_steps[i] on are 0)."""
+    in state 0 after n_steps[i] steps (bits from n_steps[i] - 6 on are the zero tail).
+
+    Walking back from step t + 1 to t shifts the decision x_t in at the bottom of the state,
+    and x_t is the input of step t - 6: the decoded word, shifted left by one per step with
+    x_t as its new bit 0, holds the state in its low 6 bits. Steps 5..0 only bring in the
+    zeros the encoder started from."""
     t_max, _, r = take.shape
+    contiguous = np.ascontiguousarray(take.transpose(0, 2, 1))  # (T, r, 64)
+    packed = np.packbits(contiguous, axis=2, bitorder="little").view(np.uint64)[..., 0]  # (T, r)
     if r <= _PYTHON_TRACEBACK_ROWS:
-        packed = np.packbits(take, axis=1, bitorder="little")  # (T, 8, r)
-        by_step = np.ascontiguousarray(packed.transpose(0, 2, 1)).view(np.uint64)[..., 0]
-        d = by_step.tolist()  # d[t][i]: bit s set where state s at t + 1 came from 2j + 1
+        by_row = packed.T.tolist()  # [i][t]: bit s set where state s at t + 1 came from 2j + 1
         words = []
-        for i, n_i in enumerate(np.asarray(n_steps).tolist()):
-            state = word = 0
-            for t in range(n_i - 1, -1, -1):
-                word |= (state >> 5) << t  # the input of step t is the top bit of its state
-                state = ((state & 31) << 1) | ((d[t][i] >> state) & 1)
+        for d, n_i in zip(by_row, np.asarray(n_steps).tolist(), strict=True):
+            word = 0
+            for t in range(n_i - 1, 5, -1):
+                word = (word << 1) | ((d[t] >> (word & 63)) & 1)
             words.append(word)
         return np.array(words, np.uint64)
-    ended = (np.arange(t_max)[:, None] >= n_steps)[:, None, :]  # (T, 1, r): stay in state 0
-    flat = (take & ~ended).reshape(t_max, 64 * r)
-    lane = np.arange(r)
-    states = np.zeros(r, np.intp)
-    history = np.empty((t_max, r), np.intp)
-    for t in range(t_max - 1, -1, -1):
-        history[t] = states
-        states = _PREDECESSOR_BASE[states] + flat[t].take(states * r + lane)
-    top = (history >> 5).astype(np.uint64)  # (T, r) inputs
-    return (top << np.arange(t_max, dtype=np.uint64)[:, None]).sum(axis=0)
+    ended = np.arange(t_max)[:, None] >= n_steps  # (T, r): no decision, the state stays 0
+    packed[ended] = 0
+    word = np.zeros(r, np.uint64)
+    six_bits, one = np.uint64(63), np.uint64(1)
+    for t in range(t_max - 1, 5, -1):
+        word = (word << one) | ((packed[t] >> (word & six_bits)) & one)
+    return word
 
 
 def _viterbi(llr: np.ndarray, n_steps: np.ndarray) -> np.ndarray:
@@ -314,6 +314,7 @@ _TIMING_BLOCKS = (2, 34)  # 1 us blocks whose energy per phase sets the symbol t
 
 _SYNC_CHECK = 12  # SYNC bits required before an SFD
 _SHORT_SFD, _LONG_SFD = 0x05CF, 0xF3A0  # sent LSB first
+_SFD_WEIGHTS = np.left_shift(1, np.arange(16, dtype=np.int32))
 _SYNC_RUN = 32  # descrambled SYNC bits that recognise a preamble whose SFD is past the row
 _DSSS_VALID_DB = -13.0  # symbols this far below the packet's 90th-percentile energy are empty
 # SIGNAL (rate in 100 kbit/s) -> Mbit/s; 15.3.3.4, 16.2.3.4.
@@ -325,9 +326,23 @@ _DIBIT = np.array([[0, 0], [0, 1], [1, 1], [1, 0]], np.int8)
 _MIN_SAMPLES = 2400  # rows are zero-padded to this (a short DSSS header ends by sample ~2000)
 
 
+_MATCHED_PRODUCT_MAX = 4096  # outputs up to which all taps' products are made at once
+
+
 def _matched(x: np.ndarray, n_out: int, step: int) -> np.ndarray:
-    """Barker matched filter sum_k _TEMPLATE[k] x[:, p + k] at p = 0, step, ... (n_out values):
-    shift-adds over strided views (a gather and a sum over 21 taps is ~8x slower)."""
+    """Barker matched filter sum_k _TEMPLATE[k] x[:, p + k] at p = 0, step, ... (n_out values),
+    summed in tap order. Few outputs (batches of 1-4): every tap's product in one array, summed
+    over the tap axis (outermost, so in order); more: shift-adds over strided views (a gather
+    and a sum over 21 taps is ~8x slower)."""
+    r = x.shape[0]
+    if r * n_out <= _MATCHED_PRODUCT_MAX:
+        s_row, s_sample = x.strides
+        taps = np.lib.stride_tricks.as_strided(
+            x, (_TEMPLATE_LEN, r, n_out), (s_sample, s_row, step * s_sample), writeable=False
+        )  # taps[k, i, p] = x[i, p * step + k]
+        products = np.empty(taps.shape, np.complex64)  # C order: the tap axis outermost
+        np.multiply(taps, _TEMPLATE[:, None, None], out=products)
+        return np.add.reduce(products, axis=0)
     stop = step * (n_out - 1) + 1
     acc = x[:, 0:stop:step] * _TEMPLATE[0]
     for k in range(1, _TEMPLATE_LEN):
@@ -343,9 +358,10 @@ def _first(hit: np.ndarray) -> np.ndarray:
 
 
 def _find_sync(plain: np.ndarray, ok: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Descrambled DSSS bits (r, m) and their validity -> first symbol of 12 SYNC zeros + short
-    SFD, of 12 SYNC ones + long SFD, of _SYNC_RUN zeros (short SYNC) and of _SYNC_RUN ones (long
-    SYNC), each -1 if none."""
+    """Descrambled DSSS bits (r, m) int8 and their validity -> first symbol of 12 SYNC zeros +
+    short SFD, of 12 SYNC ones + long SFD, of _SYNC_RUN zeros (short SYNC) and of _SYNC_RUN
+    ones (long SYNC), each -1 if none. The SYNC runs are searched only when some row has no SFD
+    (they only count there)."""
     r, m = plain.shape
     zero = np.zeros((r, 1), np.int32)
     ones = np.concatenate([zero, np.cumsum(ok & (plain == 1), axis=1, dtype=np.int32)], axis=1)
@@ -356,14 +372,20 @@ def _find_sync(plain: np.ndarray, ok: np.ndarray) -> tuple[np.ndarray, ...]:
     lo, hi = _SYNC_CHECK, _SYNC_CHECK + 16
     valid = ones + zeros  # (r, m + 1) cumulative count of valid bits
     sfd_ok = valid[:, hi : hi + n] - valid[:, lo : lo + n] == 16
-    sfd = np.zeros((r, n), np.int32)
-    for i in range(16):  # the 16 SFD bits, LSB first, as one number
-        sfd |= plain[:, lo + i : lo + i + n].astype(np.int32) << i
+    windows = np.lib.stride_tricks.as_strided(
+        plain[:, lo:], (r, n, 16), (plain.strides[0], plain.strides[1], plain.strides[1])
+    )  # windows[i, p, k] = plain[i, lo + p + k]
+    sfd = windows @ _SFD_WEIGHTS  # (r, n): the 16 SFD bits, LSB first, as one number
+    short_at = _first(sync0 & sfd_ok & (sfd == _SHORT_SFD))
+    long_at = _first(sync1 & sfd_ok & (sfd == _LONG_SFD))
+    if ((short_at >= 0) | (long_at >= 0)).all():
+        none = np.full(r, -1)
+        return short_at, long_at, none, none
     w = _SYNC_RUN
     run = max(m - w + 1, 0)
     return (
-        _first(sync0 & sfd_ok & (sfd == _SHORT_SFD)),
-        _first(sync1 & sfd_ok & (sfd == _LONG_SFD)),
+        short_at,
+        long_at,
         _first(zeros[:, w : w + run] - zeros[:, :run] == w),
         _first(ones[:, w : w + run] - ones[:, :run] == w),
     )
@@ -421,7 +443,8 @@ def decode_headers(iq: np.ndarray, sample_rate_hz: float = SAMPLE_RATE_HZ) -> np
 def _rows_at(buf: np.ndarray, rows: np.ndarray, starts: np.ndarray, n: int) -> np.ndarray:
     """buf[rows[i], starts[i] : starts[i] + n] for each i: (len(rows), n), one gather."""
     base = rows * buf.shape[1] + starts  # (c,)
-    return buf.reshape(-1).take(base[:, None] + _SAMPLE_INDEX[:n])
+    index = _SAMPLE_INDEX[:n] if n <= _SAMPLE_INDEX.size else np.arange(n)
+    return buf.reshape(-1).take(base[:, None] + index)
 
 
 def _rotate(seg: np.ndarray, omega: np.ndarray) -> np.ndarray:
@@ -561,21 +584,22 @@ def _decode_dsss(buf: np.ndarray, out: np.ndarray, rows: np.ndarray) -> None:
     tau = np.argmax(per_phase, axis=1)  # (r,) samples from a 1 us boundary to a symbol
     m = (length - _TEMPLATE_LEN - _SYMBOL + 1) // _SYMBOL + 1  # symbols that fit at any tau
     span = _SYMBOL * (m - 1) + _TEMPLATE_LEN
-    z = _matched(buf[np.arange(r)[:, None], tau[:, None] + np.arange(span)], m, _SYMBOL)
+    z = _matched(_rows_at(buf, np.arange(r), tau, span), m, _SYMBOL)
     energy = z.real**2 + z.imag**2  # (r, m) despread symbols
-    ref = per_phase[np.arange(r), tau][:, None] / (b1 - b0)  # mean symbol energy in the SYNC
+    ref = per_phase.max(axis=1)[:, None] / (b1 - b0)  # mean symbol energy in the SYNC
     valid = energy > ref * 10 ** (_DSSS_VALID_DB / 10)
     diff = z[:, 1:] * z[:, :-1].conj()  # (r, m - 1): transition into symbol k + 1
     scr = np.zeros((r, m), np.int8)
     scr[:, 1:] = diff.real < 0  # DBPSK: a 1 turns the phase by pi
-    ok_bit = np.zeros((r, m), bool)
-    ok_bit[:, 1:] = valid[:, 1:] & valid[:, :-1]
     plain = scr.copy()
     plain[:, 4:] ^= scr[:, :-4]
     plain[:, 7:] ^= scr[:, :-7]
-    ok_plain = ok_bit.copy()
-    for d in range(1, 8):
-        ok_plain[:, d:] &= ok_bit[:, :-d]
+    # A descrambled bit is good where the 9 symbols it comes from (2 per transition, 8
+    # transitions) are all valid: a window of 9 without an invalid symbol.
+    invalid = np.zeros((r, m + 1), np.int32)
+    np.cumsum(~valid, axis=1, dtype=np.int32, out=invalid[:, 1:])
+    ok_plain = np.zeros((r, m), bool)
+    np.equal(invalid[:, 9:], invalid[:, :-9], out=ok_plain[:, 8:])
     short_at, long_at, short_sync, long_sync = _find_sync(plain, ok_plain)
     # SFD first; else the SYNC alone (a long preamble's SFD ends at 144 us, near a row's end).
     is_short = (short_at >= 0) & ((long_at < 0) | (short_at < long_at))
