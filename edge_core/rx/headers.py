@@ -212,11 +212,11 @@ def _traceback(take: np.ndarray, n_steps: np.ndarray) -> np.ndarray:
         return np.array(words, np.uint64)
     ended = np.arange(t_max)[:, None] >= n_steps  # (T, r): no decision, the state stays 0
     packed[ended] = 0
-    word = np.zeros(r, np.uint64)
+    lanes = np.zeros(r, np.uint64)
     six_bits, one = np.uint64(63), np.uint64(1)
     for t in range(t_max - 1, 5, -1):
-        word = (word << one) | ((packed[t] >> (word & six_bits)) & one)
-    return word
+        lanes = (lanes << one) | ((packed[t] >> (lanes & six_bits)) & one)
+    return lanes
 
 
 def _viterbi(llr: np.ndarray, n_steps: np.ndarray) -> np.ndarray:
