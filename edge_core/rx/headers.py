@@ -10,7 +10,8 @@ one row of `HEADER_FIELDS` per packet:
   from the two L-LTF symbols smoothed to a short impulse response, pilot phase per symbol,
   L-SIG (BPSK, rate 1/2: RATE, LENGTH, even parity), QBPSK test on the two symbols after a
   6 Mbit/s L-SIG, HT-SIG1/2 (MCS, HT_LENGTH, aggregation, short GI, CRC-8). One soft-decision
-  Viterbi (register exchange, 24 or 48 steps) runs across all packets of the batch at once.
+  Viterbi runs across all packets of the batch at once: L-SIG's 24 steps for every candidate,
+  HT-SIG's other 24 only where the L-SIG announces HT.
 * DSSS (clauses 15, 16): Barker matched filter at the 20-sample symbol period (11 chips in 1 us),
   symbol timing by energy per phase, DBPSK decisions, self-synchronising descrambler, SYNC + SFD
   search (long: scrambled ones and 0xF3A0; short: scrambled zeros and 0x05CF), CFO from the
@@ -19,8 +20,10 @@ one row of `HEADER_FIELDS` per packet:
 
 A packet may start anywhere in the first ~250 samples of its row (tested up to 250). NumPy
 only, and no BLAS product or complex exp in the hot path: on a busy CPU small BLAS calls with
-their threads cost 10-100x more than the arithmetic. About 0.06 ms per packet at batch 64 on
-a 2-core x86 (`tools/header_decode_rate.py`).
+their threads cost 10-100x more than the arithmetic. At small batches the cost is the number of
+NumPy calls, not the arithmetic: about 0.25 ms for one packet and 0.05 ms per packet at batch 64
+on a busy 2-core x86 (`tools/bench_fusion.py`). Its output is frozen bit for bit on fixed
+packets (tests/data/rx_headers_reference.npz): a speed-up must not move a single decision.
 
 Written from the standard; it shares no code with the transmitter in `edge_core.synth`, so a
 test of one against the other checks both.
