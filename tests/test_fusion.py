@@ -73,7 +73,10 @@ def test_apply_builds_features_from_probs_duration_and_headers(tmp_path):
     headers = np.full((n, len(HEADER_FIELDS)), np.nan)
     headers[:, 0] = 0
     want = feature_matrix(probs, (num_samples - 16) / 20.0, headers, fusion.features)
-    np.testing.assert_allclose(out["app"], model.predict_proba(want), atol=1e-5)
+    data = probs["frame"].argmax(1) == 2  # the CNN's data frames get the trees
+    assert 0 < data.sum() < n
+    np.testing.assert_allclose(out["app"][data], model.predict_proba(want)[data], atol=1e-5)
+    assert np.array_equal(out["app"][~data], probs["app"][~data])  # the others: the CNN's
 
 
 @pytest.mark.parametrize(

@@ -691,6 +691,7 @@ def _cmd_fusion(args: argparse.Namespace) -> int:
         max_packets=args.max_packets,
         max_depth=args.max_depth or None,
         cnn_tasks=args.cnn_inputs,
+        headers=not args.no_headers,
         log=log,
     )
     if args.json:
@@ -909,7 +910,7 @@ def _evaluate_bundle(args: argparse.Namespace) -> int:
     )
     fusion = fusion_inputs = None
     if bundle.fusion is not None:
-        from edge_core.fusion import DURATION_FEATURE, feature_matrix, load_fusion
+        from edge_core.fusion import DURATION_FEATURE, load_fusion
         from edge_core.rx.headers import decode_headers
         from train.data import read_packets_csv
 
@@ -951,12 +952,15 @@ def _evaluate_bundle(args: argparse.Namespace) -> int:
         }
         if fusion is not None and fusion_inputs is not None:
             # the same model's probabilities through the bundle's fusion stage, as the daemon
-            x = feature_matrix(
-                {t: np.concatenate(v) for t, v in raw.items()}, *fusion_inputs, fusion.features
+            duration, headers = fusion_inputs
+            fused_probs = fusion.fuse(
+                {t: np.concatenate(v) for t, v in raw.items()},
+                duration,
+                lambda rows, headers=headers: headers[rows],
             )
             fused = {}
-            for t, ensemble in fusion.ensembles.items():
-                pred = ensemble.proba(x).argmax(1)
+            for t in fusion.ensembles:
+                pred = fused_probs[t].argmax(1)
                 predictions.setdefault(name, {})[t] = pred
                 cm = confusion_matrix(packets.labels[t], pred, TASK_BY_NAME[t].num_classes)
                 fused[t] = {"accuracy": float(np.trace(cm) / cm.sum()), "macro_f1": macro_f1(cm)}
@@ -1199,6 +1203,10 @@ def _add_fit_parsers(train_sub: argparse._SubParsersAction[argparse.ArgumentPars
     fu.add_argument(
         "--cnn-inputs", nargs="+", default=["phy", "frame"], metavar="TASK",
         help="CNN heads whose probabilities the trees take (phy frame)",
+    )  # fmt: skip
+    fu.add_argument(
+        "--no-headers", action="store_true",
+        help="duration and CNN classes only: no PHY header decoding in the daemon (cheaper)",
     )  # fmt: skip
     fu.add_argument("--json", action="store_true", help="print the manifest record as JSON")
     fu.set_defaults(func=_cmd_fusion)
