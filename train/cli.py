@@ -954,9 +954,7 @@ def _evaluate_bundle(args: argparse.Namespace) -> int:
             # the same model's probabilities through the bundle's fusion stage, as the daemon
             duration, headers = fusion_inputs
             fused_probs = fusion.fuse(
-                {t: np.concatenate(v) for t, v in raw.items()},
-                duration,
-                lambda rows, headers=headers: headers[rows],
+                {t: np.concatenate(v) for t, v in raw.items()}, duration, headers.__getitem__
             )
             fused = {}
             for t in fusion.ensembles:
