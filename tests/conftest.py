@@ -95,3 +95,22 @@ def tiny_bundle(tmp_path_factory) -> TinyBundle:
     root = tmp_path_factory.mktemp("tiny_bundle")
     kwargs = {"conv_widths": [4, 4, 4, 4], "head_widths": [16], "dropout": 0}
     return build_tiny_bundle(root, kwargs)
+
+
+def offline_labels(bundle_dir, packets) -> list[dict[str, int]]:
+    """What the daemon publishes for `packets` (assembler Packets), computed offline: the
+    bundle's ONNX engine, then its fusion stage when it has one."""
+    from edge_core.bundle import load_manifest
+    from edge_core.fusion import load_fusion
+    from edge_daemon.pipeline import packets_to_batch
+    from engines.base import load
+
+    batch = packets_to_batch(packets)
+    with load(bundle_dir, {"type": "onnxruntime", "threads": 1}) as engine:
+        probs = engine.infer(batch)
+    fusion_file = load_manifest(bundle_dir).fusion
+    if fusion_file is not None:
+        fusion = load_fusion(fusion_file, tuple(probs))
+        lengths = np.array([p.end_sample - p.start_sample for p in packets])
+        probs = fusion.apply(probs, batch, lengths)
+    return [{t: int(probs[t][i].argmax()) for t in probs} for i in range(len(packets))]

@@ -21,19 +21,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zmq
+from conftest import offline_labels
 
 from edge_core.assembler import AssemblerConfig, PacketAssembler
-from edge_core.bundle import load_manifest
 from edge_core.cli import main
-from edge_core.fusion import load_fusion
 from edge_core.inspect import default_tolerance_samples, match_intervals
 from edge_core.iq.sigmf_io import Recording, open_recording
 from edge_core.schema import TASKS
 from edge_daemon.config import DaemonConfig
-from edge_daemon.pipeline import Daemon, packets_to_batch
+from edge_daemon.pipeline import Daemon
 from edge_daemon.publisher import Subscriber
 from edge_daemon.sources.zmq import ZmqSource
-from engines.base import load
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -117,16 +115,7 @@ def test_end_to_end_over_zeromq(bundle, tmp_path):
     packets = []
     for start in range(0, samples.size, 65536):
         packets += offline.feed(samples[start : start + 65536], start)
-    engine = load(bundle, {"type": "onnxruntime", "threads": 1})
-    batch = packets_to_batch(packets)
-    probs = engine.infer(batch)
-    engine.close()
-    fusion_file = load_manifest(bundle).fusion
-    if fusion_file is not None:  # the daemon publishes the fused tasks: so does the reference
-        fusion = load_fusion(fusion_file, tuple(probs))
-        lengths = np.array([p.end_sample - p.start_sample for p in packets])
-        probs = fusion.apply(probs, batch, lengths)
-    offline_pred = [{t: int(probs[t][i].argmax()) for t in probs} for i in range(len(packets))]
+    offline_pred = offline_labels(bundle, packets)  # the same engine and fusion stage
     tolerance = default_tolerance_samples(assembler_config)
     pre = assembler_config.pre_trigger_samples
     offline_pairs = match_intervals(

@@ -31,15 +31,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import offline_labels
 
 from edge_core.assembler import AssemblerConfig, PacketAssembler
 from edge_core.cli import main as edge_tc
 from edge_core.inspect import default_tolerance_samples, match_intervals
 from edge_core.iq.sigmf_io import Recording, open_recording
 from edge_core.schema import TASKS
-from edge_daemon.pipeline import packets_to_batch
 from edge_daemon.publisher import Subscriber
-from engines.base import load
 
 pytestmark = pytest.mark.timeout(300)
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,10 +108,7 @@ def offline(rec: Recording, samples: np.ndarray, config: AssemblerConfig):
     packets = []
     for start in range(0, samples.size, 65536):
         packets += assembler.feed(samples[start : start + 65536], start)
-    with load(BUNDLE, {"type": "onnxruntime", "threads": 1}) as engine:
-        probs = engine.infer(packets_to_batch(packets))
-    labels = [{t: int(probs[t][i].argmax()) for t in probs} for i in range(len(packets))]
-    return packets, labels
+    return packets, offline_labels(BUNDLE, packets)
 
 
 def accuracy(pairs, predicted, rec: Recording) -> dict[str, float]:
