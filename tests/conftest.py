@@ -114,3 +114,15 @@ def offline_labels(bundle_dir, packets) -> list[dict[str, int]]:
         lengths = np.array([p.end_sample - p.start_sample for p in packets])
         probs = fusion.apply(probs, batch, lengths)
     return [{t: int(probs[t][i].argmax()) for t in probs} for i in range(len(packets))]
+
+
+def load_tool(name: str):
+    """tools/<name>.py as a module (tools/ is scripts, not a package)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "tools" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -4,27 +4,20 @@ time, each counted once."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import load_tool
 
-ROOT = Path(__file__).resolve().parents[1]
 GENERATOR, DAEMON, WORKER, UNRELATED = 100, 200, 300, 400
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location(
-        "bench_daemon", ROOT / "tools" / "bench_daemon.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("bench_daemon")
 
 
 def write_proc(root: Path, ticks: dict[int, int], busy: int, children_files: bool) -> None:
