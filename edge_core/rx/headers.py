@@ -266,10 +266,19 @@ _CRC8 = _crc_check(34, 8, 0x07)  # HT-SIG (19.3.9.4.4): x^8 + x^2 + x + 1
 _CRC16 = _crc_check(32, 16, 0x1021)  # PLCP header (15.3.3.7): x^16 + x^12 + x^5 + 1
 
 
+def _parity(x: np.ndarray) -> np.ndarray:
+    """The parity (popcount & 1) of each uint64, by folding (np.bitwise_count is NumPy >= 2;
+    the Pi and the arm64 CI run NumPy 1.x)."""
+    x = np.asarray(x, dtype=np.uint64)
+    for shift in (32, 16, 8, 4, 2, 1):
+        x = x ^ (x >> np.uint64(shift))
+    return x & np.uint64(1)
+
+
 def _crc_ok_words(words: np.ndarray, crc: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     """(r,) bool: the CRC of each packed word (r,) uint64 checks."""
     masks, c = crc
-    return ((np.bitwise_count(words[:, None] & masks) & 1) == c).all(axis=1)
+    return (_parity(words[:, None] & masks) == c).all(axis=1)
 
 
 def _pack(bits: np.ndarray) -> np.ndarray:
@@ -547,7 +556,7 @@ def _decode_ofdm(buf: np.ndarray, out: np.ndarray, rows: np.ndarray) -> np.ndarr
     take, after_lsig = _forward(branch[:_LSIG_STEPS], _START)
     lsig = _traceback(take[:, :, :c], np.full(c, _LSIG_STEPS))
     rate = _RATE_OF_BITS[_field(lsig, 0, 4)]
-    parity_even = np.bitwise_count(lsig & np.uint64((1 << 18) - 1)) % 2 == 0
+    parity_even = _parity(lsig & np.uint64((1 << 18) - 1)) == 0
     lsig_ok = (rate > 0) & (_field(lsig, 4, 1) == 0) & parity_even
     dst = rows[cand]
     ok = lsig_ok & ~(qbpsk & (rate == 6))
