@@ -143,13 +143,14 @@ for engine in tflite onnxruntime; do
     summary=$(grep -o 'stopped: detected [0-9]*, classified [0-9]*, failed [0-9]*, dropped {.*}' "$log" | tail -1) ||
         { tail -30 "$log"; fail "$engine: no 'stopped:' summary line in the daemon's log"; }
     say "$engine: $summary"
-    python3 - "$summary" "$engine" << 'EOF' || fail "$engine: counts do not add up or nothing was classified"
+    python3 - "$summary" "$engine" << 'EOF' || { grep -m3 ERROR "$log"; fail "$engine: counts do not add up, nothing was classified or packets failed"; }
 import ast, re, sys
 summary, engine = sys.argv[1], sys.argv[2]
 m = re.match(r"stopped: detected (\d+), classified (\d+), failed (\d+), dropped (\{.*\})", summary)
 detected, classified, failed = (int(m.group(i)) for i in (1, 2, 3))
 dropped = sum(ast.literal_eval(m.group(4)).values())
 assert classified > 0, f"{engine}: nothing classified"
+assert failed == 0, f"{engine}: {failed} packets failed (the daemon's log says why)"
 assert detected == classified + failed + dropped, f"{engine}: {detected} != {classified}+{failed}+{dropped}"
 EOF
 done
