@@ -14,11 +14,13 @@ Four threads share one stop event, and every loop waits on it (or on a queue) wi
   from the arrival of the packet's last sample to its publication, max_exec violations,
   labels, batch size, queue depth). Its own thread so that encoding and sending (Python, under
   the GIL) overlap the next batch's inference (native, without it).
+* power (when a meter is readable): reads it every `power.interval_s`; the meter integrates
+  energy, and joules per classified packet follow each reading.
 
 Source, worker and publisher each beat the systemd watchdog (sdnotify.py) once per round: one
 stuck in a call (an engine call that never returns) stops WATCHDOG=1 and is named in the log.
-* power (when a meter is readable): reads it every `power.interval_s`; the meter integrates
-  energy, and joules per classified packet follow each reading.
+When the bundle has a fusion stage (edge_core/fusion.py), the worker applies it to each batch
+right after the engine: app_type/app from the CNN's classes, duration and PHY header.
 
 `stop()`: the source stops first; the worker publishes what was accepted until the queue is
 empty or `drain_timeout_s` has passed; what is left is counted `dropped{reason="shutdown"}`.
@@ -42,7 +44,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry
 
 from edge_core.assembler import Packet, PacketAssembler
-from edge_core.bundle import load_manifest
+from edge_core.bundle import Bundle, load_manifest
 from edge_core.errors import ConfigError, EdgeTcError, IQFormatError, SourceError
 from edge_core.fusion import Fusion, load_fusion
 from edge_core.schema import INPUT_LENGTH, TASK_BY_NAME
@@ -164,14 +166,16 @@ def packet_input(packet: Packet, gain: PacketGain = "unit_rms") -> np.ndarray:
     return x
 
 
-def resolve_packet_gain(config: DaemonConfig) -> PacketGain:
+def resolve_packet_gain(config: DaemonConfig, bundle: Bundle | None = None) -> PacketGain:
     """`packet_gain = "bundle"` -> the level the bundle's manifest declares (input.normalization);
-    with no bundle directory (an engine given directly) the synthetic training level, unit_rms."""
+    with no bundle directory (an engine given directly) the synthetic training level, unit_rms.
+    `bundle`: config.bundle already opened (else it is opened here)."""
     if config.packet_gain != "bundle":
         return config.packet_gain
     if not config.bundle:
         return "unit_rms"
-    kind = load_manifest(config.bundle).manifest["input"]["normalization"]["kind"]
+    bundle = bundle or load_manifest(config.bundle)
+    kind = bundle.manifest["input"]["normalization"]["kind"]
     return "unit_rms" if kind == "unit_rms" else "none"
 
 
@@ -267,8 +271,10 @@ class Daemon:
         self._started = True
         try:
             self.engine = self._load_engine()
-            self.fusion = self._load_fusion()
-            self._packet_gain = resolve_packet_gain(self.config)
+            # opened once here (every file's sha256 checked) for the fusion stage and the gain
+            bundle = load_manifest(self.config.bundle) if self.config.bundle else None
+            self.fusion = self._load_fusion(bundle)
+            self._packet_gain = resolve_packet_gain(self.config, bundle)
             self.publisher = Publisher(self.config.publisher, self.metrics.messages_published.inc)
             m = self.config.metrics
             if m.enabled:
@@ -364,12 +370,9 @@ class Daemon:
         self.metrics.set_engine_info(engine.info, str(Path(self.config.bundle)))
         return engine
 
-    def _load_fusion(self) -> Fusion | None:
+    def _load_fusion(self, bundle: Bundle | None) -> Fusion | None:
         """The bundle's fusion stage, measured with this daemon's pre-trigger; None without."""
-        if not self.config.fusion or not self.config.bundle:
-            return None
-        bundle = load_manifest(self.config.bundle)
-        if bundle.fusion is None:
+        if not self.config.fusion or bundle is None or bundle.fusion is None:
             return None
         fusion = load_fusion(bundle.fusion, bundle.tasks)
         fusion = replace(fusion, pre_trigger_samples=self.config.assembler.pre_trigger_samples)
