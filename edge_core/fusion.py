@@ -159,16 +159,24 @@ class Fusion:
         return any(f in HEADER_FIELDS for f in self.features)
 
     def apply(
-        self, probs: Mapping[str, np.ndarray], iq: np.ndarray, num_samples: np.ndarray
+        self,
+        probs: Mapping[str, np.ndarray],
+        iq: np.ndarray,
+        num_samples: np.ndarray,
+        headers: np.ndarray | None = None,
     ) -> dict[str, np.ndarray]:
         """`probs` with the fused tasks replaced. iq: the batch as the model took it, (n, 2, L)
         float32 (row 0 I, row 1 Q) or (n, L) complex; num_samples: each packet's length in
-        the stream as the assembler cut it (its pre-trigger samples included)."""
+        the stream as the assembler cut it (its pre-trigger samples included); headers: the
+        batch's `decode_headers` rows (n, 7) when already decoded elsewhere (the daemon's ingest
+        process), else they are decoded here from iq."""
         duration_us = (np.asarray(num_samples, np.float64) - self.pre_trigger_samples) * (
             1e6 / self.sample_rate_hz
         )
 
         def headers_of(rows: np.ndarray) -> np.ndarray:
+            if headers is not None:
+                return np.asarray(headers, np.float32)[rows]
             part = iq[rows]
             if part.ndim == 3:
                 part = (part[:, 0] + 1j * part[:, 1]).astype(np.complex64)

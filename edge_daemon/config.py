@@ -118,6 +118,10 @@ class DaemonConfig(TypedConfig):
     realtime_priority: int = 0
     switch_interval_ms: float = 0.5
     fusion: bool = True
+    ingest: Literal["thread", "process"] = "process"
+    """Where the source side (read, packet assembly, model inputs) runs: a thread of the daemon,
+    or a process of its own that keeps its GIL time off the worker and publisher
+    (edge_daemon/ingest.py; docs/daemon.md, "Threads and processes")."""
     """Use the bundle's fusion stage (edge_core/fusion.py) for the tasks it fuses, if it has one."""
 
     def problems(self) -> list[tuple[str, str]]:

@@ -45,11 +45,22 @@ from prometheus_client import CollectorRegistry
 
 from edge_core.assembler import Packet, PacketAssembler
 from edge_core.bundle import Bundle, load_manifest
-from edge_core.errors import ConfigError, EdgeTcError, IQFormatError, SourceError
+from edge_core.errors import ConfigError, EdgeTcError
 from edge_core.fusion import Fusion, load_fusion
 from edge_core.schema import INPUT_LENGTH, TASK_BY_NAME
 from edge_daemon.batcher import DynamicBatcher
 from edge_daemon.config import DaemonConfig, PacketGain
+from edge_daemon.ingest import (
+    IngestDied,
+    IngestProcess,
+    IngestSettings,
+    MetricsEvents,
+    MetricsMirror,
+    SourceHooks,
+    SourceLoop,
+    packet_input,
+    packet_inputs,
+)
 from edge_daemon.logs import get_logger
 from edge_daemon.metrics import DaemonMetrics, DetectorHealth, MetricsServer
 from edge_daemon.power import (
@@ -89,42 +100,8 @@ class QueuedPacket:
     x: np.ndarray  # (2, L) float32, as `packet_input` makes it
     closed_time: float = float("nan")
     """When the assembler returned it (the end of its `assemble` stage, edge_daemon/stages.py)."""
-
-
-class MetricsEvents:
-    """SourceEvents -> metrics, with one log line the first time each kind of loss happens."""
-
-    def __init__(self, metrics: DaemonMetrics, logger: logging.Logger) -> None:
-        self._metrics = metrics
-        self._log = logger
-        self._seen: set[str] = set()
-
-    def dropped(self, reason: str, samples: int, messages: int = 0, nbytes: int = 0) -> None:
-        self._metrics.source_dropped_samples.labels(reason).inc(samples)
-        if messages:
-            self._metrics.source_dropped_messages.labels(reason).inc(messages)
-        if reason not in self._seen:
-            self._seen.add(reason)
-            what = f"{samples} samples"
-            if messages:
-                size = f"{nbytes}-byte message" if messages == 1 else f"{messages} messages"
-                what = f"a {size}, {samples} samples' worth,"
-            self._log.warning(
-                "source dropped %s (%s); further drops are only counted in "
-                "edgetc_source_dropped_samples_total{reason=%r}%s",
-                what, reason, reason,
-                " and edgetc_source_dropped_messages_total" if messages else "",
-            )  # fmt: skip
-
-    def overflow(self) -> None:
-        self._metrics.source_overflows.inc()
-        if "overflow" not in self._seen:
-            self._seen.add("overflow")
-            self._log.warning("source overflow: samples lost; counted in edgetc_source_overflows")
-
-    def reconnected(self) -> None:
-        self._metrics.source_reconnects.inc()
-        self._log.info("source reconnected")
+    headers: np.ndarray | None = None
+    """Its PHY header fields (7,) float32 when the ingest process decoded them (fusion stage)."""
 
 
 @dataclass
@@ -144,26 +121,6 @@ class Totals:
     def accounted(self) -> int:
         """classified + failed + dropped: equals `detected` once nothing is in flight."""
         return self.classified + self.failed + sum(self.dropped.values())
-
-
-def packet_input(packet: Packet, gain: PacketGain = "unit_rms") -> np.ndarray:
-    """A packet's complex IQ -> the model's input, float32 (2, 3000): row 0 I, row 1 Q.
-
-    `gain` "unit_rms" scales the packet to unit mean power over its own samples (not the zero
-    padding), the level the training packets have: the dataset generator models packets after a
-    receiver's AGC (unit signal power, +-6 dB), while a stream carries them at their received
-    level, tens of dB lower. "none" passes the samples as they are.
-    """
-    x = np.zeros((2, INPUT_LENGTH), np.float32)  # (2, L)
-    iq = packet.iq[:INPUT_LENGTH]
-    if gain == "unit_rms":
-        used = iq[: max(1, min(packet.num_samples, iq.size))]
-        power = float(np.vdot(used, used).real) / used.size
-        if power > 0:
-            iq = iq * np.float32(1.0 / np.sqrt(power))
-    x[0, : iq.size] = iq.real
-    x[1, : iq.size] = iq.imag
-    return x
 
 
 def resolve_packet_gain(config: DaemonConfig, bundle: Bundle | None = None) -> PacketGain:
@@ -212,6 +169,7 @@ class Daemon:
         self.metrics = DaemonMetrics(self.registry)
         self.totals = Totals()
         self.events = MetricsEvents(self.metrics, get_logger("source"))
+        self._injected = source is not None
         if source is None:
             if config.source is None:
                 raise EdgeTcError("no source configured (a [source] table)")
@@ -220,12 +178,11 @@ class Daemon:
         self._engine_factory = engine_factory or (lambda: load(config.bundle, config.engine))
         self._power_meter = power_meter
         self._clock = clock
-        self.assembler: PacketAssembler | None = None
-        self.health: DetectorHealth | None = None
-        """The detector's health metrics and log lines (made with the assembler)."""
-        """Made at the source's first open, at its sample rate (known once open)."""
-        self.rate_check: SampleRateCheck | None = None
-        """Does the stream look like it is at the configured rate? (made with the assembler)"""
+        self._loop: SourceLoop | None = None
+        """The source side when it runs in this process (`ingest = "thread"`)."""
+        self._ingest: IngestProcess | None = None
+        self._samples_fed = 0
+        """The ingest process when the source side runs there (`ingest = "process"`)."""
         b = config.batcher
         self.batcher: DynamicBatcher[QueuedPacket] = DynamicBatcher(
             b.max_batch, b.max_queue_delay_ms / 1e3, b.queue_size, b.drop_policy, clock,
@@ -263,6 +220,36 @@ class Daemon:
         self._stopped = False
         self._switch_interval = sys.getswitchinterval()
 
+    @property
+    def assembler(self) -> PacketAssembler | None:
+        """The packet assembler (in this process only: `ingest = "thread"`), once the source
+        opened."""
+        return None if self._loop is None else self._loop.assembler
+
+    @property
+    def health(self) -> DetectorHealth | None:
+        """The detector's health (with the assembler)."""
+        return None if self._loop is None else self._loop.health
+
+    @property
+    def rate_check(self) -> SampleRateCheck | None:
+        """The sample rate check (with the assembler)."""
+        return None if self._loop is None else self._loop.rate_check
+
+    @property
+    def samples_fed(self) -> int:
+        """Samples fed to the packet assembler so far, wherever it runs (in process mode as of
+        the ingest process's last report: every packet cut from them has reached the queue)."""
+        if self._loop is not None and self._loop.assembler is not None:
+            return self._loop.assembler.stats.samples
+        return self._samples_fed
+
+    @property
+    def ingest_mode(self) -> str:
+        """Where the source side runs: "thread", or "process" when configured and the source
+        came from the config (an injected source object stays in this process)."""
+        return "process" if self.config.ingest == "process" and not self._injected else "thread"
+
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
         """Load the engine, bind the publisher and metrics, start the threads."""
@@ -296,8 +283,20 @@ class Daemon:
             f", metrics on http://{m.addr}:{self.metrics_server.port}/metrics"
             if self.metrics_server else ", metrics off",
         )  # fmt: skip
+        source_target = self._source_loop
+        if self.ingest_mode == "process":
+            assert self.config.source is not None
+            self._ingest = IngestProcess(
+                IngestSettings(
+                    self.config.source, self.config.assembler, self._packet_gain,
+                    self.config.source_reopen_max_s, self.config.source_cpus,
+                    self.config.realtime_priority, self.config.log_level,
+                    headers=self.fusion is not None and self.fusion.needs_headers(),
+                )
+            )  # fmt: skip
+            source_target = self._ingest_loop
         for name, target in (
-            ("edge-tc-source", self._source_loop),
+            ("edge-tc-source", source_target),
             ("edge-tc-worker", self._worker_loop),
             ("edge-tc-publisher", self._publisher_loop),
         ):
@@ -393,86 +392,97 @@ class Daemon:
         if applied:
             log.info("%s thread: %s", name, ", ".join(applied))
 
+    def _source_hooks(self, emit: Callable[[list[Packet], float], None]) -> SourceHooks:
+        def opened(rate: float) -> None:
+            self.notifier.ready(f"source {self.source.config.type} open at {rate:.0f} samples/s")
+            self.source_open.set()
+
+        def reconnected() -> None:
+            self.totals.source_reconnects += 1
+
+        return SourceHooks(
+            beat=lambda: self.notifier.beat("source"), opened=opened,
+            finished=self.source_done.set, emit=emit, reconnected=reconnected,
+        )  # fmt: skip
+
     def _source_loop(self) -> None:
-        source, stop = self.source, self.stop_event
-        backoff, is_open = POLL_S, False
+        """`ingest = "thread"`: the source side (edge_daemon/ingest.py) in this thread."""
         self._tune("source")
         try:
-            while not stop.is_set():
-                self.notifier.beat("source")
-                if not is_open:
-                    try:
-                        source.open()
-                    except IQFormatError:  # a malformed recording does not heal: stop (exit 1)
-                        raise
-                    except SourceError as exc:
-                        log.warning("source unavailable: %s; retrying in %.1f s", exc, backoff)
-                        stop.wait(backoff)
-                        backoff = min(2 * backoff, self.config.source_reopen_max_s)
-                        continue
-                    is_open, backoff = True, POLL_S
-                    rate = float(source.sample_rate_hz)
-                    log.info("source %s open at %.0f samples/s", source.config.type, rate)
-                    if self.assembler is None:
-                        config = replace(self.config.assembler, sample_rate_hz=rate)
-                        self.assembler = PacketAssembler(config)
-                        self.health = DetectorHealth(
-                            self.metrics, get_logger("detector"), rate, config.threshold_db
-                        )
-                        self.rate_check = SampleRateCheck(
-                            self.metrics.source_rate_suspect, get_logger("source"), rate,
-                            config.output_length,
-                        )  # fmt: skip
-                    self.notifier.ready(f"source {source.config.type} open at {rate:.0f} samples/s")
-                    self.source_open.set()
-                assembler = self.assembler
-                assert assembler is not None
-                try:
-                    chunk = source.read(POLL_S)
-                except SourceError as exc:
-                    log.warning("source lost: %s; re-opening", exc)
-                    source.close()
-                    is_open = False
-                    assembler.reset()
-                    self.metrics.source_reconnects.inc()
-                    self.totals.source_reconnects += 1
+            loop = SourceLoop(
+                self.source, self.config.assembler, self.metrics,
+                self._source_hooks(self._enqueue), self.config.source_reopen_max_s, self._clock,
+            )  # fmt: skip
+            self._loop = loop
+            loop.run(self.stop_event)
+        except Exception as exc:
+            self._crashed("source", exc)
+
+    def _ingest_loop(self) -> None:
+        """`ingest = "process"`: the source side runs in the ingest process; this thread takes
+        what it sends (packets to the batcher, metrics, log records) and stops it on stop."""
+        ingest = self._ingest
+        assert ingest is not None
+        hooks = self._source_hooks(self._enqueue)
+        mirror = MetricsMirror(self.metrics)
+        try:
+            while True:
+                if self.stop_event.is_set():
+                    ingest.request_stop()
+                message = ingest.poll(POLL_S)
+                if message is None:
                     continue
-                if chunk is None:
-                    if source.finished:
-                        self._enqueue(assembler.flush())
-                        log.info("source finished: end of the recording")
-                        self.source_done.set()
-                        return
-                    continue
-                if chunk.discontinuity:
-                    assembler.reset()
-                packets = assembler.feed(
-                    chunk.samples, chunk.first_sample_index, chunk.arrival_time,
-                    chunk.part_arrivals,
-                )  # fmt: skip
-                self._enqueue(packets, self._clock())
-                assert self.health is not None and self.rate_check is not None
-                self.health.update(assembler, chunk.samples, len(packets))
-                self.rate_check.check(packets)
+                kind = message[0]
+                hooks.beat()  # the child sends at least every HEARTBEAT_S while it loops
+                if kind == "packets":
+                    _, closed, meta, xs, headers = message
+                    self._enqueue_inputs(meta, xs, closed, headers)
+                elif kind == "metrics":
+                    self._samples_fed = message[2]
+                    grown = mirror.apply(message[1])
+                    self.totals.source_reconnects += int(grown.get("source_reconnects", 0))
+                elif kind == "log":
+                    _, level, name, text = message
+                    logging.getLogger(name).log(level, "%s", text)
+                elif kind == "open":
+                    hooks.opened(message[1])
+                elif kind == "finished":
+                    hooks.finished()
+                elif kind == "crashed":
+                    log.error("ingest process: %s", message[2].rstrip())
+                    raise IngestDied(f"ingest process failed: {message[1]}")
+                elif kind == "done":
+                    return
         except Exception as exc:
             self._crashed("source", exc)
         finally:
-            source.close()
+            ingest.close()
 
     def _enqueue(self, packets: list[Packet], closed: float | None = None) -> None:
         """Queue packets the assembler closed at `closed` (now when None)."""
+        meta, xs = packet_inputs(packets, self._packet_gain)
+        self._enqueue_inputs(meta, xs, closed)
+
+    def _enqueue_inputs(
+        self,
+        meta: np.ndarray,
+        xs: np.ndarray,
+        closed: float | None,
+        headers: np.ndarray | None = None,
+    ) -> None:
+        """Queue packets by their model inputs xs (k, 2, L) and meta (k, 3): start and end
+        sample, arrival time (NaN: unknown, then `closed`, when the assembler closed them);
+        headers (k, 7): their decoded PHY headers, if the ingest process made them."""
         if closed is None:
             closed = self._clock()
-        if packets:
-            self.metrics.detected.inc(len(packets))
-            self.totals.detected += len(packets)
-            # per packet: over its own samples only, this is 5x faster than one (n, L) pass
-            for packet in packets:
-                x = packet_input(packet, self._packet_gain)  # (2, L)
-                arrival = packet.arrival_time if packet.arrival_time is not None else closed
-                queued = QueuedPacket(
-                    self._next_id, packet.start_sample, packet.end_sample, arrival, x, closed
-                )
+        k = len(meta)
+        if k:
+            self.metrics.detected.inc(k)
+            self.totals.detected += k
+            rows = [None] * k if headers is None else list(headers)
+            for (start, end, arrival), x, row in zip(meta.tolist(), xs, rows, strict=True):
+                arrival = closed if arrival != arrival else arrival  # NaN: not known
+                queued = QueuedPacket(self._next_id, int(start), int(end), arrival, x, closed, row)
                 self.batcher.put(queued)
                 self._next_id += 1
         self.metrics.queue_depth.set(self.batcher.depth)
@@ -532,7 +542,9 @@ class Daemon:
             probs = self.engine.infer(x)
             if self.fusion is not None:
                 lengths = np.fromiter((q.end_sample - q.start_sample for q in batch), np.int64, n)
-                probs = self.fusion.apply(probs, x, lengths)
+                rows = [q.headers for q in batch]
+                headers = None if any(r is None for r in rows) else np.stack(rows)  # type: ignore[arg-type]
+                probs = self.fusion.apply(probs, x, lengths, headers)
         except Exception as exc:
             self._engine_failed(n, exc)
             return

@@ -112,7 +112,11 @@ class Feed:
     def settle(self, timeout_s: float = 30.0) -> None:
         """Wait until the daemon has read every message and published what it detected."""
         d = self.daemon
-        wait_until(lambda: d.source.messages >= self.sent_messages, timeout_s)
+        if d.ingest_mode == "process":  # the child reports what its assembler was fed (every
+            # test in that mode sends only messages that carry samples)
+            wait_until(lambda: d.samples_fed >= self.sent_samples, timeout_s)
+        else:
+            wait_until(lambda: d.source.messages >= self.sent_messages, timeout_s)
         wait_until(lambda: d.totals.detected == d.totals.accounted, timeout_s)
         # every published message, not what came within a fixed 0.3 s (a busy machine delays
         # them, issue 17); 10 s without one ends it (one the SUB missed would never come)
@@ -142,7 +146,9 @@ def wait_until(condition, timeout_s: float = 30.0) -> None:
 
 
 @contextmanager
-def running(source: dict | None = None, **sections) -> Iterator[Feed]:
+def running(source: dict | None = None, ingest: str = "thread", **sections) -> Iterator[Feed]:
+    """The daemon on a ZeroMQ source fed by this test; `ingest`: where its source side runs
+    (the tests that look inside it, at the source object or the rate check, use the thread)."""
     context = zmq.Context()
     feeder = context.socket(zmq.XPUB)
     feeder.setsockopt(zmq.SNDHWM, 0)
@@ -152,6 +158,7 @@ def running(source: dict | None = None, **sections) -> Iterator[Feed]:
             "source": {"type": "zmq", "address": f"tcp://127.0.0.1:{port}", "rcvhwm": 0,
                        **(source or {})},
             "packet_gain": "unit_rms",
+            "ingest": ingest,
             "publisher": {"bind": "tcp://127.0.0.1:*", "sndhwm": 100_000},
             "metrics": {"enabled": False},
             "power": {"type": "none"},
@@ -192,11 +199,12 @@ def assert_recovers(feed: Feed, clean: tuple[int, int], after: tuple[int, int]) 
     assert first is not None and first - after[0] < MS_50, (first, after)
 
 
-def test_a_burst_of_random_bytes_does_not_blind_the_detector(caplog):
+@pytest.mark.parametrize("ingest", ["thread", "process"])
+def test_a_burst_of_random_bytes_does_not_blind_the_detector(caplog, ingest):
     caplog.set_level(logging.INFO)
     good = traffic(0.12, seed=3)
     rng = np.random.default_rng(0)
-    with running() as feed:
+    with running(ingest=ingest) as feed:
         clean = feed.send_iq(good)
         for _ in range(64):  # 64 messages of 128 KiB of random bytes
             feed.send(rng.bytes(128 * 1024), 128 * 1024 // 8)
@@ -241,9 +249,10 @@ def test_signal_without_packets_is_reported_blind_and_recovered(caplog):
     assert "detector recovered" in caplog.text
 
 
-def test_no_published_packet_spans_nonfinite_samples():
+@pytest.mark.parametrize("ingest", ["thread", "process"])
+def test_no_published_packet_spans_nonfinite_samples(ingest):
     good = traffic(0.12, seed=3)
-    with running() as feed:
+    with running(ingest=ingest) as feed:
         first = feed.sent_samples
         poisoned, bad_at = [], []
         for chunk in good:
@@ -268,11 +277,12 @@ def test_no_published_packet_spans_nonfinite_samples():
             assert inside.size == 0, f"packet [{start}, {end}) spans non-finite samples {inside}"
 
 
+@pytest.mark.parametrize("ingest", ["thread", "process"])
 @pytest.mark.parametrize("fill", ["zeros", "nan"])
-def test_a_long_run_of_zeros_or_nan_does_not_poison_the_noise_floor(fill):
+def test_a_long_run_of_zeros_or_nan_does_not_poison_the_noise_floor(fill, ingest):
     good = traffic(0.12, seed=3)
     run = np.zeros(16384, np.complex64) if fill == "zeros" else np.full(16384, np.nan, np.complex64)
-    with running() as feed:
+    with running(ingest=ingest) as feed:
         clean = feed.send_iq(good)
         for _ in range(4):
             feed.send(run.tobytes(), run.size)
@@ -374,16 +384,18 @@ def rate_lines(caplog) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    ("configured", "up", "down", "estimate"),
-    [(40e6, 1, 1, "20.0"), (20e6, 1, 2, "10.0"), (20e6, 2, 1, "40.0")],
-    ids=["20-Msps-stream-declared-40", "10-Msps-stream-declared-20", "40-Msps-stream-declared-20"],
-)
-def test_a_sample_rate_mismatch_is_reported_once(caplog, configured, up, down, estimate):
+    ("configured", "up", "down", "estimate", "ingest"),
+    [(40e6, 1, 1, "20.0", "thread"), (20e6, 1, 2, "10.0", "thread"),
+     (20e6, 2, 1, "40.0", "thread"), (40e6, 1, 1, "20.0", "process")],
+    ids=["20-Msps-stream-declared-40", "10-Msps-stream-declared-20", "40-Msps-stream-declared-20",
+         "20-Msps-stream-declared-40-in-the-ingest-process"],
+)  # fmt: skip
+def test_a_sample_rate_mismatch_is_reported_once(caplog, configured, up, down, estimate, ingest):
     """802.11 OFDM symbols are 3.2 us plus a cyclic prefix: the lag at which each sampled
     packet repeats itself gives the stream's real rate."""
     caplog.set_level(logging.INFO)
     stream = resampled(traffic(0.24, seed=3), up, down)
-    with running({"sample_rate_hz": configured}) as feed:
+    with running({"sample_rate_hz": configured}, ingest=ingest) as feed:
         feed.send_iq(stream)
         feed.settle()
         assert feed.daemon.totals.detected > 100

@@ -93,6 +93,7 @@ RUN_DAEMON = textwrap.dedent("""
         "metrics": {"enabled": False},
         "power": {"type": "none"},
         "batcher": {"max_batch": 16, "max_queue_delay_ms": 1.0, "queue_size": 4096},
+        "ingest": "thread",  # the test gates the source's open, in this process
     }, "")
     daemon = Daemon(config)
     overflows = lambda: daemon.registry.get_sample_value("edgetc_source_overflows_total")

@@ -74,7 +74,8 @@ def test_cpu_keys_are_checked_against_the_cpus_available():
     assert "realtime_priority: want 0 (off) or 1..99, got 100" in text
 
 
-def test_the_daemon_pins_its_threads(tiny_bundle):
+@pytest.mark.parametrize("ingest", ["thread", "process"])
+def test_the_daemon_pins_its_threads(tiny_bundle, ingest):
     from edge_daemon.pipeline import Daemon
 
     cpus = sorted(available_cpus())
@@ -88,17 +89,23 @@ def test_the_daemon_pins_its_threads(tiny_bundle):
             "power": {"type": "none"},
             "worker_cpus": [cpus[-1]],
             "source_cpus": [cpus[0]],
+            "ingest": ingest,
         },
         "",
     )
     daemon = Daemon(config)
     daemon.start()
     try:
+        assert daemon.source_open.wait(60)  # the source side has pinned itself by then
         assert daemon.source_done.wait(0.5) is False  # still running: threads alive
         worker, source = daemon._worker_thread, daemon._source_thread
         assert worker is not None and source is not None
         assert os.sched_getaffinity(worker.native_id) == {cpus[-1]}
-        assert os.sched_getaffinity(source.native_id) == {cpus[0]}
+        if ingest == "thread":
+            assert os.sched_getaffinity(source.native_id) == {cpus[0]}
+        else:  # the whole ingest process
+            assert daemon._ingest is not None and daemon._ingest.process.pid is not None
+            assert os.sched_getaffinity(daemon._ingest.process.pid) == {cpus[0]}
     finally:
         daemon.stop()
 

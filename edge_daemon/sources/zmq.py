@@ -368,8 +368,10 @@ class ZmqSource(Source):
                 self._ever_connected = True
                 self._peers += 1
             elif kind == zmq.EVENT_DISCONNECTED:
+                # not a discontinuity yet: what the peer sent before it went is still queued,
+                # contiguous, and is read after this event (the monitor is its own socket, read
+                # first); samples are missed only if it comes back (EVENT_CONNECTED above)
                 self._peers = max(0, self._peers - 1)
-                self._discontinuity = True
                 if self.config.mode == "connect":
                     self._dropped_at = time.monotonic()
             if kind in (zmq.EVENT_CONNECT_RETRIED, zmq.EVENT_CONNECTED):
