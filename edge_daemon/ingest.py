@@ -12,10 +12,13 @@ processes"). In its own process it runs on another core and the daemon's threads
 `ingest_main`, the child) the child owns the source, the assembler, the detector's health and
 the rate check, and sends to the daemon over one pipe:
 
-* `("packets", closed, meta, xs, headers)`: the packets one `feed` closed, their model inputs
+* `("packets", closed, meta, xs, follow)`: the packets one `feed` closed, their model inputs
   already made (xs: float32 (k, 2, 3000)), meta float64 (k, 3): start sample, end sample,
-  arrival time (CLOCK_MONOTONIC, the same clock in both processes); headers: their PHY headers
-  (`decode_headers`, float32 (k, 7)) when the bundle's fusion stage uses them, else None;
+  arrival time (CLOCK_MONOTONIC, the same clock in both processes); follow: their PHY headers
+  come next;
+* `("headers", first, rows)`: the PHY headers (`decode_headers`, float32 (k, 7)) of the packets
+  numbered first.. (in the order sent, from 0: the daemon's packet ids), decoded after their
+  packets went out, for the fusion stage (which waits for them after the engine);
 * `("metrics", values, samples)`: the child's source and detector metrics (every
   `edgetc_source_*` and `edgetc_detector_*` series) and the samples fed to its assembler so far,
   at least every `HEARTBEAT_S`: they are the child's heartbeat too, and the daemon's reader
@@ -377,6 +380,7 @@ def ingest_main(conn: Connection, settings: IngestSettings, stop_conn: Connectio
             send(("metrics", snapshot(metrics), fed()))
 
     rate = [0.0]
+    sent = [0]  # packets sent so far: the next one's number (the daemon's packet_id)
 
     def opened(sample_rate_hz: float) -> None:
         rate[0] = sample_rate_hz
@@ -385,11 +389,15 @@ def ingest_main(conn: Connection, settings: IngestSettings, stop_conn: Connectio
     def emit(packets: list[Packet], closed: float) -> None:
         if packets:
             meta, xs = packet_inputs(packets, settings.packet_gain)
-            headers = None
-            if settings.headers and rate[0] == HEADER_RATE_HZ:  # else the worker decodes (and
-                # fails the batch naming the rate, as in thread mode)
+            # the headers follow in their own message: the packets are on their way (and in
+            # the engine) while they are decoded; without them (another rate than 20 Msps) the
+            # worker decodes, and fails the batch naming the rate, as in thread mode
+            follow = settings.headers and rate[0] == HEADER_RATE_HZ
+            send(("packets", closed, meta, xs, follow))
+            if follow:
                 headers = decode_headers((xs[:, 0] + 1j * xs[:, 1]).astype(np.complex64))
-            send(("packets", closed, meta, xs, headers))
+                send(("headers", sent[0], headers))
+            sent[0] += len(packets)
         beat()
 
     try:

@@ -82,6 +82,8 @@ POLL_S = 0.1
 """Longest wait of any loop before it looks at the stop event again."""
 OUTBOX_BATCHES = 4
 """Inferred batches waiting for the publisher thread (the worker waits when it is full)."""
+HEADERS_WAIT_S = 0.05
+"""How long the worker waits for PHY headers the ingest process has still to send."""
 RECENT_LATENCIES = 8192
 """Latencies kept for live percentiles (`Daemon.recent_latencies`)."""
 
@@ -102,6 +104,8 @@ class QueuedPacket:
     """When the assembler returned it (the end of its `assemble` stage, edge_daemon/stages.py)."""
     headers: np.ndarray | None = None
     """Its PHY header fields (7,) float32 when the ingest process decoded them (fusion stage)."""
+    headers_ready: threading.Event | None = None
+    """Set when `headers` came (ingest process); None: none are coming, the worker decodes."""
 
 
 @dataclass
@@ -181,8 +185,11 @@ class Daemon:
         self._loop: SourceLoop | None = None
         """The source side when it runs in this process (`ingest = "thread"`)."""
         self._ingest: IngestProcess | None = None
-        self._samples_fed = 0
         """The ingest process when the source side runs there (`ingest = "process"`)."""
+        self._samples_fed = 0
+        self._awaiting_headers: dict[int, QueuedPacket] = {}
+        """Queued packets whose PHY headers the ingest process has still to send, by id."""
+        self._headers_late_logged = False
         b = config.batcher
         self.batcher: DynamicBatcher[QueuedPacket] = DynamicBatcher(
             b.max_batch, b.max_queue_delay_ms / 1e3, b.queue_size, b.drop_policy, clock,
@@ -435,8 +442,16 @@ class Daemon:
                 kind = message[0]
                 hooks.beat()  # the child sends at least every HEARTBEAT_S while it loops
                 if kind == "packets":
-                    _, closed, meta, xs, headers = message
-                    self._enqueue_inputs(meta, xs, closed, headers)
+                    _, closed, meta, xs, follow = message
+                    self._enqueue_inputs(meta, xs, closed, follow)
+                elif kind == "headers":
+                    _, first, rows = message
+                    for i, row in enumerate(rows):
+                        waiting = self._awaiting_headers.pop(first + i, None)
+                        if waiting is not None:
+                            waiting.headers = row
+                            assert waiting.headers_ready is not None
+                            waiting.headers_ready.set()
                 elif kind == "metrics":
                     self._samples_fed = message[2]
                     grown = mirror.apply(message[1])
@@ -464,25 +479,23 @@ class Daemon:
         self._enqueue_inputs(meta, xs, closed)
 
     def _enqueue_inputs(
-        self,
-        meta: np.ndarray,
-        xs: np.ndarray,
-        closed: float | None,
-        headers: np.ndarray | None = None,
+        self, meta: np.ndarray, xs: np.ndarray, closed: float | None, follow: bool = False
     ) -> None:
         """Queue packets by their model inputs xs (k, 2, L) and meta (k, 3): start and end
         sample, arrival time (NaN: unknown, then `closed`, when the assembler closed them);
-        headers (k, 7): their decoded PHY headers, if the ingest process made them."""
+        follow: their PHY headers come later (the ingest process's "headers" message)."""
         if closed is None:
             closed = self._clock()
         k = len(meta)
         if k:
             self.metrics.detected.inc(k)
             self.totals.detected += k
-            rows = [None] * k if headers is None else list(headers)
-            for (start, end, arrival), x, row in zip(meta.tolist(), xs, rows, strict=True):
+            for (start, end, arrival), x in zip(meta.tolist(), xs, strict=True):
                 arrival = closed if arrival != arrival else arrival  # NaN: not known
-                queued = QueuedPacket(self._next_id, int(start), int(end), arrival, x, closed, row)
+                queued = QueuedPacket(self._next_id, int(start), int(end), arrival, x, closed)
+                if follow:
+                    queued.headers_ready = threading.Event()
+                    self._awaiting_headers[self._next_id] = queued
                 self.batcher.put(queued)
                 self._next_id += 1
         self.metrics.queue_depth.set(self.batcher.depth)
@@ -542,9 +555,7 @@ class Daemon:
             probs = self.engine.infer(x)
             if self.fusion is not None:
                 lengths = np.fromiter((q.end_sample - q.start_sample for q in batch), np.int64, n)
-                rows = [q.headers for q in batch]
-                headers = None if any(r is None for r in rows) else np.stack(rows)  # type: ignore[arg-type]
-                probs = self.fusion.apply(probs, x, lengths, headers)
+                probs = self.fusion.apply(probs, x, lengths, self._headers_of(batch))
         except Exception as exc:
             self._engine_failed(n, exc)
             return
@@ -553,6 +564,28 @@ class Daemon:
             log.info("engine recovered after %d failed batches", self._failure_streak)
             self._failure_streak = 0
         self._hand_over(batch, probs, (taken, stacked, inferred))
+
+    def _headers_of(self, batch: list[QueuedPacket]) -> np.ndarray | None:
+        """The batch's PHY headers (n, 7) from the ingest process, waiting up to
+        HEADERS_WAIT_S for those still on their way (decoded there after their packets went
+        out, they come while the engine runs); None: the fusion stage decodes them itself."""
+        deadline = None
+        for q in batch:
+            ready = q.headers_ready
+            if ready is None:
+                return None
+            if not ready.is_set():
+                deadline = deadline or time.monotonic() + HEADERS_WAIT_S
+                if not ready.wait(max(0.0, deadline - time.monotonic())):
+                    self._awaiting_headers.pop(q.packet_id, None)
+                    if not self._headers_late_logged:
+                        self._headers_late_logged = True
+                        log.warning(
+                            "PHY headers from the ingest process late (> %g ms): the worker "
+                            "decodes them itself (logged once)", HEADERS_WAIT_S * 1e3,
+                        )  # fmt: skip
+                    return None
+        return np.stack([q.headers for q in batch])  # type: ignore[misc]
 
     def _hand_over(
         self,

@@ -288,3 +288,30 @@ def _alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_headers_that_never_come_are_decoded_by_the_worker(monkeypatch, caplog):
+    """The ingest process sends each packet's PHY header after the packet; if it is late the
+    worker does not wait past HEADERS_WAIT_S: the fusion stage decodes (one warning)."""
+    import threading
+
+    from edge_daemon import pipeline
+    from edge_daemon.pipeline import QueuedPacket
+
+    monkeypatch.setattr(pipeline, "HEADERS_WAIT_S", 0.01)
+    daemon = Daemon(config("process", FINITE), engine_factory=StubEngine)
+    x = np.zeros((2, 3000), np.float32)
+    came = QueuedPacket(0, 0, 3000, 0.0, x, 0.0, np.arange(7, dtype=np.float32), threading.Event())
+    assert came.headers_ready is not None
+    came.headers_ready.set()
+    late = QueuedPacket(1, 3000, 6000, 0.0, x, 0.0, None, threading.Event())
+    daemon._awaiting_headers[1] = late
+    np.testing.assert_array_equal(daemon._headers_of([came]), came.headers[None])
+    with caplog.at_level(logging.WARNING):
+        assert daemon._headers_of([came, late]) is None
+        assert daemon._headers_of([late]) is None
+    assert 1 not in daemon._awaiting_headers  # forgotten, not leaked
+    late_lines = [r for r in caplog.records if "late" in r.getMessage()]
+    assert len(late_lines) == 1  # logged once
+    # a packet with no headers on their way (thread mode): decoded by the worker, no wait
+    assert daemon._headers_of([QueuedPacket(2, 0, 1, 0.0, x)]) is None

@@ -57,7 +57,7 @@ GAP_SAMPLES = 800  # quiet before and after each burst: more than the detector's
 WARMUP_NOISE_SAMPLES = 20_000  # the detector's noise floor warm-up, sent first
 NOISE_POWER = 1e-4
 CONFIG_KEYS = ("threads", "max_batch", "max_queue_delay_ms", "queue_size", "seconds", "packets",
-               "message_samples", "precision")  # fmt: skip
+               "message_samples", "precision", "ingest")  # fmt: skip
 STAGES = ("assemble", "queue", "batch", "inference", "publish")
 
 
@@ -197,6 +197,7 @@ def run_daemon(
 bundle = "{bundle}"
 log_level = "info"
 drain_timeout_s = 2.0
+ingest = "{args.ingest}"
 [source]
 type = "zmq"
 address = "tcp://127.0.0.1:{port}"
@@ -395,6 +396,10 @@ def main(argv: list[str] | None = None) -> int:
         help="engine.isolation of the daemon: thread, process, or both in one run (thread,process)",
     )  # fmt: skip
     parser.add_argument("--precision", default="fp32", help="ONNX Runtime precision (fp32, int8)")
+    parser.add_argument(
+        "--ingest", default="process", choices=("thread", "process"),
+        help="where the daemon's source side runs (`ingest`; default: the daemon's default)",
+    )  # fmt: skip
     parser.add_argument(
         "--pruned-bundle", default=str(ROOT / "models" / "default-pruned-int8"),
         help="also run this bundle (its own bare engine, same precision/threads); '' to skip",
