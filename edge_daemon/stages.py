@@ -9,8 +9,9 @@ figure checked against each task's `max_exec`):
   wait in the batcher while the engine was busy.
 * `batch`: taken -> its batch's input is stacked (batch formation).
 * `inference`: the engine call of its batch.
-* `publish`: inferred -> its messages handed to ZeroMQ: the wait for the publisher thread,
-  encoding and sending.
+* `publish`: inferred -> its messages handed to ZeroMQ: the wait for the publisher thread, the
+  bundle's fusion stage (run there, so that it overlaps the next engine call), encoding and
+  sending.
 
 Recorded a batch at a time with NumPy (`StageRecorder.record`): a Prometheus histogram per
 stage (`edgetc_stage_latency_seconds{stage}`, a custom collector, so a batch of n packets is

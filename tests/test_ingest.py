@@ -315,3 +315,33 @@ def test_headers_that_never_come_are_decoded_by_the_worker(monkeypatch, caplog):
     assert len(late_lines) == 1  # logged once
     # a packet with no headers on their way (thread mode): decoded by the worker, no wait
     assert daemon._headers_of([QueuedPacket(2, 0, 1, 0.0, x)]) is None
+
+
+def test_a_failing_fusion_stage_fails_its_batches_counted_and_the_daemon_goes_on(caplog):
+    """The fusion stage runs in the publisher thread: an error there fails that batch (counted
+    `failed`, one log line per streak), nothing else; the engine is not reloaded."""
+
+    class Boom:
+        calls = 0
+
+        def apply(self, probs, x, lengths, headers=None):
+            Boom.calls += 1
+            raise ValueError("trees on fire")
+
+    caplog.set_level(logging.INFO)
+    finite = {**FINITE, "pace": "realtime", "duration_s": 0.5}
+    daemon = Daemon(config("thread", finite), engine_factory=StubEngine)
+    daemon.fusion = Boom()  # type: ignore[assignment]  # before start: every batch goes through it
+    daemon._load_fusion = lambda bundle: daemon.fusion  # type: ignore[method-assign]
+    daemon.start()
+    try:
+        wait_until(daemon.source_done.is_set)
+        wait_until(lambda: daemon.totals.detected == daemon.totals.accounted)
+    finally:
+        daemon.stop()
+    t = daemon.totals
+    assert t.detected > 20 and t.failed == t.detected and t.classified == 0, t
+    assert Boom.calls > 0 and t.engine_reloads == 0
+    lines = [r for r in caplog.records if "fusion stage failed" in r.getMessage()]
+    assert len(lines) == 1 and "trees on fire" in lines[0].getMessage()
+    assert value(daemon, "edgetc_packets_failed_total") == t.failed
