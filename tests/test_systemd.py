@@ -495,3 +495,48 @@ def test_watchdog_pings_stop_while_the_publisher_is_stuck(tiny_bundle, tmp_path)
             systemd.close()
     assert t.detected == t.accounted, "accounting identity at rest"
     assert t.classified > 0
+
+
+def test_watchdog_pings_stop_while_the_ingest_process_is_stuck(tiny_bundle, tmp_path):
+    """The source side in its own process (the default): a child that stops sending (SIGSTOP,
+    as a read that never returns would) stops the pings and the log names the source thread;
+    after SIGCONT it goes round again and nothing is lost uncounted."""
+    systemd = FakeSystemd(str(tmp_path / "notify"))
+    notifier = SystemdNotifier(systemd.address, watchdog_s=0.4)  # a ping every 0.2 s
+    daemon = Daemon(daemon_config(tiny_bundle.directory), notifier=notifier)
+    assert daemon.ingest_mode == "process"
+    with Captured() as log:
+        daemon.start()
+        try:
+            ready = systemd.wait_for("READY=1", timeout_s=60)
+            deadline = time.monotonic() + 60
+            while len(systemd.times("WATCHDOG=1", since=ready)) < 5:
+                assert time.monotonic() < deadline, systemd.messages
+                time.sleep(0.02)
+            wait_for_pings(systemd, daemon, 3, deadline)
+            assert daemon._ingest is not None and daemon._ingest.process.pid is not None
+            child = daemon._ingest.process.pid
+            os.kill(child, signal.SIGSTOP)
+            stopped_at, logged = time.monotonic(), len(log.records)
+            time.sleep(2.0)  # ten ping intervals, five watchdog intervals
+            assert len(systemd.times("WATCHDOG=1", since=stopped_at + 0.5)) == 0, systemd.messages
+            stuck = log.lines("WATCHDOG=1 withheld", since=logged)
+            assert len([line for line in stuck if "the source thread" in line]) == 1, stuck
+            logged = len(log.records)
+            os.kill(child, signal.SIGCONT)
+            resumed = time.monotonic()
+            deadline = resumed + 30
+            while len(systemd.times("WATCHDOG=1", since=resumed)) < 3:
+                assert time.monotonic() < deadline, systemd.messages
+                time.sleep(0.05)
+            back = log.lines("goes round again", since=logged)
+            assert any("the source thread" in line for line in back), back
+            assert daemon.failure is None
+        finally:
+            if daemon._ingest is not None and daemon._ingest.process.pid is not None:
+                os.kill(daemon._ingest.process.pid, signal.SIGCONT)
+            t = daemon.stop()
+            notifier.close()
+            systemd.close()
+    assert t.detected == t.accounted, "accounting identity at rest"
+    assert t.classified > 0
