@@ -126,3 +126,25 @@ def load_tool(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+class UniformEngine:
+    """What the daemon needs of an Engine, answering uniform probabilities for every task: for
+    tests of the data path, where the model is not under test."""
+
+    from engines.base import EngineInfo, InputSpec
+
+    info = EngineInfo("stub", "fp32", "cpu", "none", "none", 1)
+    input_spec = InputSpec("x", "NCW", ("n", 2, 3000), "float32", 64, False)
+
+    def infer(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        from edge_core.schema import TASKS
+
+        return {t.name: np.full((len(x), t.num_classes), 1 / t.num_classes, np.float32)
+                for t in TASKS}  # fmt: skip
+
+    def warmup(self, batch: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

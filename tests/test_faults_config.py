@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
+from conftest import UniformEngine
 
 from edge_core.cli import main
 
@@ -130,31 +130,10 @@ def test_a_recording_that_turns_malformed_stops_the_daemon_instead_of_retrying(t
     assert isinstance(config.source, SigMFSourceConfig)
     with pytest.raises(IQFormatError):
         SigMFSource(config.source, NullEvents()).open()
-    daemon = Daemon(config, engine_factory=StubEngine)  # type: ignore[arg-type]
+    daemon = Daemon(config, engine_factory=UniformEngine)  # type: ignore[arg-type]
     daemon.start()
     try:
         assert daemon.stop_event.wait(10), "the daemon kept retrying a malformed recording"
     finally:
         daemon.stop()
     assert daemon.failure is not None and "rec.sigmf-meta" in daemon.failure
-
-
-class StubEngine:
-    """What the daemon needs of an Engine (the model is not under test)."""
-
-    from engines.base import EngineInfo, InputSpec
-
-    info = EngineInfo("stub", "fp32", "cpu", "none", "none", 1)
-    input_spec = InputSpec("x", "NCW", ("n", 2, 3000), "float32", 64, False)
-
-    def infer(self, x):
-        from edge_core.schema import TASKS
-
-        return {t.name: np.full((len(x), t.num_classes), 1 / t.num_classes, np.float32)
-                for t in TASKS}  # fmt: skip
-
-    def warmup(self, batch: int = 1) -> None:
-        pass
-
-    def close(self) -> None:
-        pass

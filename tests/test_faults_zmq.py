@@ -21,34 +21,16 @@ from typing import Literal
 import numpy as np
 import pytest
 import zmq
+from conftest import UniformEngine
 
-from edge_core.schema import TASKS
 from edge_daemon.config import DaemonConfig
 from edge_daemon.pipeline import Daemon
 from edge_daemon.sources.base import NullEvents
 from edge_daemon.sources.synthetic import SyntheticSource, SyntheticSourceConfig
-from engines.base import EngineInfo, InputSpec
 
 pytestmark = pytest.mark.timeout(120)
 RATE = 20e6
 MS_50 = int(0.05 * RATE)  # 50 ms of samples
-
-
-class StubEngine:
-    """Uniform probabilities for every task; what the daemon needs of an Engine."""
-
-    info = EngineInfo("stub", "fp32", "cpu", "none", "none", 1)
-    input_spec = InputSpec("x", "NCW", ("n", 2, 3000), "float32", 64, False)
-
-    def infer(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        return {t.name: np.full((len(x), t.num_classes), 1 / t.num_classes, np.float32)
-                for t in TASKS}  # fmt: skip
-
-    def warmup(self, batch: int = 1) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 _TRAFFIC: dict[tuple[float, int], list[np.ndarray]] = {}
@@ -166,7 +148,7 @@ def running(source: dict | None = None, ingest: str = "thread", **sections) -> I
         },
         "",
     )  # fmt: skip
-    daemon = Daemon(config, engine_factory=StubEngine)
+    daemon = Daemon(config, engine_factory=UniformEngine)
     daemon.start()
     assert daemon.publisher is not None
     results = context.socket(zmq.SUB)

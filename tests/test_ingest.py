@@ -18,31 +18,15 @@ from contextlib import contextmanager
 import numpy as np
 import pytest
 import zmq
+from conftest import UniformEngine
 from prometheus_client import CollectorRegistry
 
-from edge_core.schema import TASKS
 from edge_daemon.config import DaemonConfig
 from edge_daemon.ingest import MetricsMirror, snapshot
 from edge_daemon.metrics import DaemonMetrics
 from edge_daemon.pipeline import Daemon
-from engines.base import EngineInfo, InputSpec
 
 pytestmark = pytest.mark.timeout(120)
-
-
-class StubEngine:
-    info = EngineInfo("stub", "fp32", "cpu", "none", "none", 1)
-    input_spec = InputSpec("x", "NCW", ("n", 2, 3000), "float32", 64, False)
-
-    def infer(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        return {t.name: np.full((len(x), t.num_classes), 1 / t.num_classes, np.float32)
-                for t in TASKS}  # fmt: skip
-
-    def warmup(self, batch: int = 1) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 def config(ingest: str, source: dict) -> DaemonConfig:
@@ -69,7 +53,7 @@ def wait_until(condition, timeout_s: float = 60.0) -> None:
 
 @contextmanager
 def running(ingest: str, source: dict) -> Iterator[tuple[Daemon, zmq.Socket]]:
-    daemon = Daemon(config(ingest, source), engine_factory=StubEngine)
+    daemon = Daemon(config(ingest, source), engine_factory=UniformEngine)
     context = zmq.Context()
     results = context.socket(zmq.SUB)
     results.setsockopt(zmq.SUBSCRIBE, b"tc.all")
@@ -143,7 +127,7 @@ def test_an_injected_source_object_stays_in_the_daemons_process():
     from edge_daemon.sources.synthetic import SyntheticSource, SyntheticSourceConfig
 
     source = SyntheticSource(SyntheticSourceConfig(pace="fast", duration_s=0.05), NullEvents())
-    daemon = Daemon(config("process", FINITE), source=source, engine_factory=StubEngine)
+    daemon = Daemon(config("process", FINITE), source=source, engine_factory=UniformEngine)
     assert daemon.ingest_mode == "thread"
 
 
@@ -299,7 +283,7 @@ def test_headers_that_never_come_are_decoded_by_the_worker(monkeypatch, caplog):
     from edge_daemon.pipeline import QueuedPacket
 
     monkeypatch.setattr(pipeline, "HEADERS_WAIT_S", 0.01)
-    daemon = Daemon(config("process", FINITE), engine_factory=StubEngine)
+    daemon = Daemon(config("process", FINITE), engine_factory=UniformEngine)
     x = np.zeros((2, 3000), np.float32)
     came = QueuedPacket(0, 0, 3000, 0.0, x, 0.0, np.arange(7, dtype=np.float32), threading.Event())
     assert came.headers_ready is not None
@@ -330,7 +314,7 @@ def test_a_failing_fusion_stage_fails_its_batches_counted_and_the_daemon_goes_on
 
     caplog.set_level(logging.INFO)
     finite = {**FINITE, "pace": "realtime", "duration_s": 0.5}
-    daemon = Daemon(config("thread", finite), engine_factory=StubEngine)
+    daemon = Daemon(config("thread", finite), engine_factory=UniformEngine)
     daemon.fusion = Boom()  # type: ignore[assignment]  # before start: every batch goes through it
     daemon._load_fusion = lambda bundle: daemon.fusion  # type: ignore[method-assign]
     daemon.start()
