@@ -301,14 +301,17 @@ class Daemon:
         source_target = self._source_loop
         if self.ingest_mode == "process":
             assert self.config.source is not None
-            self._ingest = IngestProcess(
-                IngestSettings(
-                    self.config.source, self.config.assembler, self._packet_gain,
-                    self.config.source_reopen_max_s, self.config.source_cpus,
-                    self.config.realtime_priority, self.config.log_level,
-                    headers=self.fusion is not None and self.fusion.needs_headers(),
-                )
+            settings = IngestSettings(
+                self.config.source, self.config.assembler, self._packet_gain,
+                self.config.source_reopen_max_s, self.config.source_cpus,
+                self.config.realtime_priority, self.config.log_level,
+                headers=self.fusion is not None and self.fusion.needs_headers(),
             )  # fmt: skip
+            try:
+                self._ingest = IngestProcess(settings)
+            except BaseException:
+                self._close_outputs()
+                raise
             source_target = self._ingest_loop
         for name, target in (
             ("edge-tc-source", source_target),
