@@ -47,6 +47,11 @@ stage fit "$WORK/mtl/best.pt" \
     "$TC" train fit --data "$WORK/train200k" --out "$WORK/mtl" --model mtl1d --epochs "$EPOCHS" \
         --patience 4 --seed 0 --no-progress
 
+# Paper 1's ablation: the same run with uniform task weights instead of DTP (DTP vs uniform).
+stage fit-uniform "$WORK/mtl_uniform/best.pt" \
+    "$TC" train fit --data "$WORK/train200k" --out "$WORK/mtl_uniform" --model mtl1d \
+        --epochs "$EPOCHS" --patience 4 --seed 0 --weighting uniform --no-progress
+
 # Paper 2: MiniDrop as the authors define it (dry run of h first), the pruned widths trained from
 # scratch (the control paper 2 lacks), and a uniform-rate baseline.
 stage dry-run "$WORK/prune_dry_run.json" \
@@ -92,9 +97,9 @@ for b in default default-pruned-int8; do
     stage "eval-$b-natural" "$WORK/eval_bundle_${b}_natural.json" \
         sh -c "$TC train evaluate --bundle models/$b --data '$WORK/natural30k' --split all --json > '$WORK/eval_bundle_${b}_natural.json'"
 done
-for run in mtl pruned scratch uniform; do
+for run in mtl mtl_uniform pruned scratch uniform; do
     ckpt="$WORK/$run/best.pt"
-    [ "$run" = mtl ] || ckpt="$WORK/$run/pruned.pt"
+    case "$run" in mtl|mtl_uniform) ;; *) ckpt="$WORK/$run/pruned.pt" ;; esac
     stage "eval-$run" "$WORK/eval_$run.json" \
         sh -c "$TC train evaluate --checkpoint '$ckpt' --data '$WORK/test150k' --split balanced --no-bound --json > '$WORK/eval_$run.json'"
 done
