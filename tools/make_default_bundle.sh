@@ -52,6 +52,16 @@ stage fit-uniform "$WORK/mtl_uniform/best.pt" \
     "$TC" train fit --data "$WORK/train200k" --out "$WORK/mtl_uniform" --model mtl1d \
         --epochs "$EPOCHS" --patience 4 --seed 0 --weighting uniform --no-progress
 
+# Paper 1's gate: four single-task models under the same rules, KPIstl vs KPImtl.
+for t in phy frame app_type app; do
+    stage "stl-$t" "$WORK/stl_$t/best.pt" \
+        "$TC" train fit --data "$WORK/train200k" --out "$WORK/stl_$t" --model stl1d --task "$t" \
+            --epochs "$EPOCHS" --patience 4 --seed 0 --no-progress
+done
+stage compare "$WORK/compare.json" \
+    "$TC" train compare --stl "$WORK/stl_phy" "$WORK/stl_frame" "$WORK/stl_app_type" \
+        "$WORK/stl_app" --mtl "$WORK/mtl" --out "$WORK/compare.json"
+
 # Paper 2: MiniDrop as the authors define it (dry run of h first), the pruned widths trained from
 # scratch (the control paper 2 lacks), and a uniform-rate baseline.
 stage dry-run "$WORK/prune_dry_run.json" \
