@@ -65,8 +65,6 @@ POLL_S = 0.1
 """Longest wait of the loop before it looks at the stop event again."""
 HEARTBEAT_S = 0.1
 """The child sends its metrics (its heartbeat) at least this often."""
-START_TIMEOUT_S = 60.0
-"""How long the daemon waits for the child to import and create its source."""
 STOP_TIMEOUT_S = 5.0
 """How long the daemon waits for the child's last messages after asking it to stop."""
 MIRRORED = ("source_", "detector_")

@@ -148,3 +148,25 @@ class UniformEngine:
 
     def close(self) -> None:
         pass
+
+
+def daemon_config_file(tmp_path: Path, bundle: Path, source: str) -> Path:
+    """A daemon config file: `bundle` on ONNX Runtime (one thread), the `[source]` table's
+    body `source`, publisher and metrics on free ports, no power meter."""
+    path = tmp_path / "edge-tc.toml"
+    path.write_text(f"""
+bundle = "{bundle}"
+drain_timeout_s = 2.0
+[source]
+{source}
+[engine]
+type = "onnxruntime"
+threads = 1
+[publisher]
+bind = "tcp://127.0.0.1:*"
+[metrics]
+port = 0
+[power]
+type = "none"
+""")  # fmt: skip
+    return path

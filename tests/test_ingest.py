@@ -18,7 +18,7 @@ from contextlib import contextmanager
 import numpy as np
 import pytest
 import zmq
-from conftest import UniformEngine
+from conftest import UniformEngine, daemon_config_file
 from prometheus_client import CollectorRegistry
 
 from edge_daemon.config import DaemonConfig
@@ -220,22 +220,9 @@ def test_the_child_does_not_outlive_a_daemon_killed_with_sigkill(tmp_path, tiny_
     import sys
     from pathlib import Path
 
-    path = tmp_path / "edge-tc.toml"
-    path.write_text(f"""
-bundle = "{tiny_bundle.directory}"
-[source]
-type = "synthetic"
-pace = "realtime"
-[engine]
-type = "onnxruntime"
-threads = 1
-[publisher]
-bind = "tcp://127.0.0.1:*"
-[metrics]
-enabled = false
-[power]
-type = "none"
-""")  # fmt: skip
+    path = daemon_config_file(
+        tmp_path, tiny_bundle.directory, 'type = "synthetic"\npace = "realtime"'
+    )
     root = Path(__file__).resolve().parents[1]
     proc = subprocess.Popen(
         [sys.executable, "-m", "edge_core.cli", "run", "--config", str(path)],

@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import daemon_config_file as config_file
 from prometheus_client.parser import text_string_to_metric_families
 
 from edge_core.cli import main
@@ -21,26 +22,6 @@ from edge_daemon import runcli
 
 pytestmark = pytest.mark.timeout(180)
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def config_file(tmp_path: Path, bundle: Path, source: str) -> Path:
-    path = tmp_path / "edge-tc.toml"
-    path.write_text(f"""
-bundle = "{bundle}"
-drain_timeout_s = 2.0
-[source]
-{source}
-[engine]
-type = "onnxruntime"
-threads = 1
-[publisher]
-bind = "tcp://127.0.0.1:*"
-[metrics]
-port = 0
-[power]
-type = "none"
-""")  # fmt: skip
-    return path
 
 
 def lines_of(stream) -> queue.Queue[str]:
