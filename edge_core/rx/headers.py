@@ -9,9 +9,10 @@ one row of `HEADER_FIELDS` per packet:
   CFO), L-LTF cross-correlation (timing, earliest path), L-LTF repetition (fine CFO), channel
   from the two L-LTF symbols smoothed to a short impulse response, pilot phase per symbol,
   L-SIG (BPSK, rate 1/2: RATE, LENGTH, even parity), QBPSK test on the two symbols after a
-  6 Mbit/s L-SIG, HT-SIG1/2 (MCS, HT_LENGTH, aggregation, short GI, CRC-8). One soft-decision
-  Viterbi runs across all packets of the batch at once: L-SIG's 24 steps for every candidate,
-  HT-SIG's other 24 only where the L-SIG announces HT.
+  6 Mbit/s L-SIG, HT-SIG1/2 (MCS, HT_LENGTH, aggregation, short GI, CRC-8). Where the hard
+  decisions already form a terminated codeword (most packets above ~5 dB) the bits come from
+  dividing by the generator polynomial, exactly what the Viterbi would return; the other rows
+  go through one soft-decision Viterbi across the batch (L-SIG 24 steps, HT-SIG 48).
 * DSSS (clauses 15, 16): Barker matched filter at the 20-sample symbol period (11 chips in 1 us),
   symbol timing by energy per phase, DBPSK decisions, self-synchronising descrambler, SYNC + SFD
   search (long: scrambled ones and 0xF3A0; short: scrambled zeros and 0x05CF), CFO from the
@@ -220,6 +221,66 @@ def _traceback(take: np.ndarray, n_steps: np.ndarray) -> np.ndarray:
     for t in range(t_max - 1, 5, -1):
         lanes = (lanes << one) | ((packed[t] >> (lanes & six_bits)) & one)
     return lanes
+
+
+# Most headers arrive without a single wrong hard decision, and then no trellis is needed: the
+# input is the A stream divided by g0 (a power series over GF(2), g0 having a constant term),
+# and when re-encoding that input gives the B stream and the zero tail, the hard decisions are
+# a terminated codeword. That codeword has the largest metric any sequence can have (every
+# term agrees in sign with its soft value; any other codeword differs in >= 10 positions, each
+# then counting negatively), so the soft Viterbi would return it too: the same bits, for a
+# couple of small integer products instead of two NumPy calls per trellis step. Rows with a
+# zero soft value or any disagreement go through the Viterbi.
+
+
+def _series_matrix(coefficients: np.ndarray) -> np.ndarray:
+    """(n, n) int32 with [s, s + k] = coefficients[k]: `bits @ it` multiplies a bit sequence
+    by that power series (the first n terms)."""
+    n = coefficients.size
+    out = np.zeros((n, n), np.int32)
+    for k in np.flatnonzero(coefficients):
+        out += np.eye(n, k=int(k), dtype=np.int32)
+    return out
+
+
+def _bcc_matrices(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(1 / g0, g1) as `_series_matrix`es for sequences of up to n steps."""
+    g0 = np.zeros(n, np.int32)
+    g0[[0, 2, 3, 5, 6]] = 1  # 133o
+    g1 = np.zeros(n, np.int32)
+    g1[[0, 1, 2, 3, 6]] = 1  # 171o
+    inverse = np.zeros(n, np.int32)  # h = 1 / g0: h_0 = 1, h_t = sum_{k >= 1} g0_k h_{t - k}
+    inverse[0] = 1
+    for t in range(1, n):
+        inverse[t] = sum(int(inverse[t - k]) for k in (2, 3, 5, 6) if t >= k) & 1
+    return _series_matrix(inverse), _series_matrix(g1)
+
+
+_BCC_MAX_STEPS = 48
+_DIVIDE_G0, _TIMES_G1 = _bcc_matrices(_BCC_MAX_STEPS)
+
+
+def _hard_words(llr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of mother-code values (r, T, 2), T <= 48 -> ((r,) uint64 words as `_traceback`
+    gives them, (r,) bool: the hard decisions are a terminated codeword, so the word is exact)."""
+    t = llr.shape[1]
+    bits = (llr < 0).astype(np.int32)  # log P(0)/P(1) < 0: a 1
+    u = (bits[:, :, 0] @ _DIVIDE_G0[:t, :t]) & 1  # (r, T)
+    ok = (((u @ _TIMES_G1[:t, :t]) & 1) == bits[:, :, 1]).all(axis=1)
+    ok &= ~u[:, t - 6 :].any(axis=1) & (llr != 0).all(axis=(1, 2))
+    return _pack(u), ok
+
+
+def _decode_words(llr: np.ndarray) -> np.ndarray:
+    """Terminated decoding of rows of mother-code values (r, T, 2), T <= 48 steps, to (r,)
+    uint64 words (bit t: the input of step t): the hard-decision shortcut where it is exact,
+    the soft Viterbi for the other rows."""
+    words, exact = _hard_words(llr)
+    rest = np.flatnonzero(~exact)
+    if rest.size:
+        take, _ = _forward(_branch_metrics(llr[rest]), _START)
+        words[rest] = _traceback(take, np.full(rest.size, llr.shape[1]))
+    return words
 
 
 def _viterbi(llr: np.ndarray, n_steps: np.ndarray) -> np.ndarray:
@@ -551,10 +612,8 @@ def _decode_ofdm(buf: np.ndarray, out: np.ndarray, rows: np.ndarray) -> np.ndarr
     np.negative(ht_soft[ht].imag[:, :, _DEINTERLEAVE].reshape(-1, 96), out=coded[c:])
     llr = coded.reshape(-1, 48, 2)
     llr /= np.maximum(np.abs(llr).mean(axis=(1, 2), keepdims=True), 1e-30)
-    # L-SIG's 24 steps for every row, HT-SIG's last 24 only where the L-SIG says HT.
-    branch = _branch_metrics(llr)  # (48, 2, 32, 2, c + h)
-    take, after_lsig = _forward(branch[:_LSIG_STEPS], _START)
-    lsig = _traceback(take[:, :, :c], np.full(c, _LSIG_STEPS))
+    # L-SIG's 24 steps for every row, HT-SIG's 48 only where the L-SIG says HT.
+    lsig = _decode_words(llr[:c, :_LSIG_STEPS])
     rate = _RATE_OF_BITS[_field(lsig, 0, 4)]
     parity_even = _parity(lsig & np.uint64((1 << 18) - 1)) == 0
     lsig_ok = (rate > 0) & (_field(lsig, 4, 1) == 0) & parity_even
@@ -572,8 +631,7 @@ def _decode_ofdm(buf: np.ndarray, out: np.ndarray, rows: np.ndarray) -> np.ndarr
     lanes = c + np.flatnonzero(is_ht)
     if lanes.size == 0:
         return decoded
-    rest, _ = _forward(branch[_LSIG_STEPS:, ..., lanes], after_lsig[:, lanes])
-    htsig = _traceback(np.concatenate([take[:, :, lanes], rest]), np.full(lanes.size, 48))
+    htsig = _decode_words(llr[lanes])
     ht_ok = _crc_ok_words(htsig, _CRC8)
     h_words = htsig[ht_ok]
     decoded_ht = np.empty((h_words.size, len(HEADER_FIELDS)), np.float32)
