@@ -8,6 +8,7 @@ import pytest
 from edge_core.errors import ModelError
 from edge_core.fusion import (
     DURATION_FEATURE,
+    Forest,
     Fusion,
     feature_matrix,
     feature_names,
@@ -43,6 +44,24 @@ def test_trees_reproduce_sklearn_predict_proba(k):
     assert np.array_equal(got.argmax(1), expected.argmax(1))
     # one row at a time gives the same as the batch
     np.testing.assert_allclose(ensemble.proba(x[:1]), got[:1], atol=1e-7)
+
+
+def test_the_forest_walks_every_task_at_once_to_the_same_bits():
+    """`Forest` (the daemon's walk: both tasks together, missing values routed by layout) gives
+    exactly each ensemble's own probabilities: NaN both ways, +-inf, a split on missingness
+    (sklearn's +inf threshold, which only a NaN fails), batches of one and many."""
+    model7, x = fitted(seed=1, k=7, nan_share=0.3)
+    model3, _ = fitted(seed=2, k=3, nan_share=0.3)
+    ensembles = [from_sklearn("app_type", model3), from_sklearn("app", model7)]
+    assert any(np.isposinf(e.threshold[~e.is_leaf]).any() for e in ensembles)
+    x = x.copy()
+    x[:40, 2] = np.inf
+    x[40:80, 3] = -np.inf
+    forest = Forest(ensembles, x.shape[1])
+    got = forest.proba(x)
+    for e in ensembles:
+        assert np.array_equal(got[e.task], e.proba(x)), e.task
+        assert np.array_equal(forest.proba(x[5:6])[e.task], e.proba(x[5:6])), e.task
 
 
 def a_fusion(tmp_path):
