@@ -493,11 +493,23 @@ class PipeFlag:
     """The child's stop flag: set once the daemon writes to its end of the stop pipe, or
     closes it (the daemon exited or died: the child must not outlive it)."""
 
-    def __init__(self, conn: Connection) -> None:
+    CHECK_EVERY_S = 0.005
+    """`is_set` looks at the pipe at most this often (the source loop asks once per chunk, up to
+    ~10,000 times a second; a poll is a system call): stopping waits at most this long more."""
+
+    def __init__(self, conn: Connection, clock: Callable[[], float] = time.monotonic) -> None:
         self._conn = conn
         self._set = False
+        self._clock = clock
+        self._next_check = 0.0
 
     def is_set(self) -> bool:
+        if self._set:
+            return True
+        now = self._clock()
+        if now < self._next_check:
+            return False
+        self._next_check = now + self.CHECK_EVERY_S
         return self.wait(0)
 
     def wait(self, timeout: float | None = None) -> bool:

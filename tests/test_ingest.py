@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import os
 import signal
 import time
@@ -22,7 +23,7 @@ from conftest import UniformEngine, daemon_config_file
 from prometheus_client import CollectorRegistry
 
 from edge_daemon.config import DaemonConfig
-from edge_daemon.ingest import MetricsMirror, snapshot
+from edge_daemon.ingest import MetricsMirror, PipeFlag, snapshot
 from edge_daemon.metrics import DaemonMetrics
 from edge_daemon.pipeline import Daemon
 
@@ -316,3 +317,22 @@ def test_a_failing_fusion_stage_fails_its_batches_counted_and_the_daemon_goes_on
     lines = [r for r in caplog.records if "fusion stage failed" in r.getMessage()]
     assert len(lines) == 1 and "trees on fire" in lines[0].getMessage()
     assert value(daemon, "edgetc_packets_failed_total") == t.failed
+
+
+def test_the_stop_flag_looks_at_its_pipe_at_most_every_few_ms():
+    """The child's stop flag over a real pipe: a stop request (or the daemon's end closing) is
+    seen at the next check, at most CHECK_EVERY_S later; in between no system call is made."""
+    now = [100.0]
+    for how in ("send", "close"):
+        child_end, daemon_end = multiprocessing.Pipe(duplex=False)
+        flag = PipeFlag(child_end, clock=lambda: now[0])
+        assert not flag.is_set()  # looked: nothing yet
+        if how == "send":
+            daemon_end.send(None)
+        else:
+            daemon_end.close()
+        assert not flag.is_set()  # not looked again yet
+        now[0] += PipeFlag.CHECK_EVERY_S
+        assert flag.is_set() and flag.is_set()
+        assert flag.wait(0)
+        child_end.close()
