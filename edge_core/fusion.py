@@ -229,6 +229,12 @@ class Fusion:
     def tasks(self) -> tuple[str, ...]:
         return tuple(self.ensembles)
 
+    @property
+    def forest(self) -> Forest | None:
+        """Every task's trees as one `Forest` (None without tasks)."""
+        forest: Forest | None = self._forest  # type: ignore[attr-defined]
+        return forest
+
     def needs_headers(self) -> bool:
         return any(f in HEADER_FIELDS for f in self.features)
 
@@ -270,7 +276,7 @@ class Fusion:
         channel's ACKs and beacons saved. `headers_of(rows)`: header rows of those packets."""
         rows = data_rows(probs)
         out = dict(probs)
-        forest: Forest | None = self._forest  # type: ignore[attr-defined]
+        forest = self.forest
         if forest is None or not rows.any():
             return out
         n = int(rows.sum())
