@@ -22,7 +22,7 @@ one row of `HEADER_FIELDS` per packet:
 A packet may start anywhere in the first ~250 samples of its row (tested up to 250). NumPy
 only, and no BLAS product or complex exp in the hot path: on a busy CPU small BLAS calls with
 their threads cost 10-100x more than the arithmetic. At small batches the cost is the number of
-NumPy calls, not the arithmetic: about 0.25 ms for one packet and 0.05 ms per packet at batch 64
+NumPy calls, not the arithmetic: about 0.18 ms for one packet and 0.03 ms per packet at batch 64
 on a busy 2-core x86 (`tools/bench_fusion.py`). Its output is frozen bit for bit on fixed
 packets (tests/data/rx_headers_reference.npz): a speed-up must not move a single decision.
 
