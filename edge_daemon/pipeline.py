@@ -441,6 +441,11 @@ class Daemon:
         what it sends (packets to the batcher, metrics, log records) and stops it on stop."""
         ingest = self._ingest
         assert ingest is not None
+        # this thread is on every packet's path too: the real-time priority (the CPUs of
+        # `source_cpus` are the ingest process's)
+        applied = tune_thread("source", [], self.config.realtime_priority, log)
+        if applied:
+            log.info("source thread (receiving from the ingest process): %s", ", ".join(applied))
         hooks = self._source_hooks(self._enqueue)
         mirror = MetricsMirror(self.metrics)
         try:

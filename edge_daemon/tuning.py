@@ -1,10 +1,11 @@
 """Per-thread CPU affinity and real-time scheduling: the knobs edge deployments use.
 
 `source_cpus`, `worker_cpus`, `publisher_cpus` (top-level config keys, [] = any CPU) pin each
-of the daemon's threads to those CPUs; `realtime_priority` (0 = off, 1..99) runs the source and
-worker threads under SCHED_FIFO at that priority, so that neither waits behind ordinary work on
-a busy device. Linux applies both per thread (`sched_setaffinity` / `sched_setscheduler` with
-pid 0 act on the calling thread), so each thread applies its own at its start.
+of the daemon's threads to those CPUs; `realtime_priority` (0 = off, 1..99) runs the source,
+worker and publisher threads under SCHED_FIFO at that priority, so that none of them waits
+behind ordinary work on a busy device. Linux applies both per thread (`sched_setaffinity` /
+`sched_setscheduler` with pid 0 act on the calling thread), so each thread applies its own at
+its start.
 
 SCHED_FIFO needs CAP_SYS_NICE (root, or `AmbientCapabilities=CAP_SYS_NICE` in the systemd unit,
 or an RLIMIT_RTPRIO); without it the thread runs at normal priority and one warning says why. A
@@ -15,10 +16,13 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Sequence
 
-REALTIME_THREADS = ("source", "worker")
-"""Threads `realtime_priority` applies to: the ones a packet waits on."""
+REALTIME_THREADS = ("source", "worker", "publisher")
+"""Threads `realtime_priority` applies to: the ones a packet waits on (the publisher runs the
+fusion stage and sends; with the ingest process, its loop and the daemon's thread receiving
+from it are both "source")."""
 
 
 def available_cpus() -> set[int]:
@@ -66,4 +70,24 @@ def tune_thread(
     return applied
 
 
-__all__ = ["REALTIME_THREADS", "available_cpus", "check_cpus", "tune_thread"]
+def realtime_allowed(priority: int = 1) -> bool:
+    """Whether this process may run a thread under SCHED_FIFO at `priority`: tried on a
+    short-lived thread (Linux scheduling policy is per thread; the caller's is untouched)."""
+    if not hasattr(os, "SCHED_FIFO"):
+        return False
+    result: list[bool] = []
+
+    def attempt() -> None:
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+            result.append(True)
+        except (OSError, AttributeError):
+            result.append(False)
+
+    thread = threading.Thread(target=attempt, name="edge-tc-rt-probe")
+    thread.start()
+    thread.join()
+    return bool(result and result[0])
+
+
+__all__ = ["REALTIME_THREADS", "available_cpus", "check_cpus", "realtime_allowed", "tune_thread"]

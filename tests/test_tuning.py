@@ -10,7 +10,7 @@ import pytest
 
 from edge_core.typed_config import ConfigProblems
 from edge_daemon.config import DaemonConfig
-from edge_daemon.tuning import available_cpus, check_cpus, tune_thread
+from edge_daemon.tuning import available_cpus, check_cpus, realtime_allowed, tune_thread
 
 pytestmark = pytest.mark.skipif(
     not hasattr(os, "sched_setaffinity"), reason="no per-thread affinity on this OS"
@@ -56,8 +56,11 @@ def test_realtime_priority_is_applied_or_refused_with_a_warning(caplog):
         assert policy == os.SCHED_OTHER
         (record,) = caplog.records
         assert "cannot use SCHED_FIFO priority 10" in record.getMessage()
-    # the publisher thread never gets a real-time priority
-    assert _in_thread(lambda: tune_thread("publisher", [], 10, log)) == []
+    # the publisher is on every packet's path too (fusion stage, sending): it gets it as well
+    assert _in_thread(lambda: tune_thread("publisher", [], 10, log)) == applied
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER
+    # the probe says the same as trying, and leaves the calling thread as it was
+    assert realtime_allowed(10) == bool(applied)
     assert os.sched_getscheduler(0) == os.SCHED_OTHER
 
 
@@ -108,6 +111,56 @@ def test_the_daemon_pins_its_threads(tiny_bundle, ingest):
             assert os.sched_getaffinity(daemon._ingest.process.pid) == {cpus[0]}
     finally:
         daemon.stop()
+
+
+@pytest.mark.parametrize("ingest", ["thread", "process"])
+def test_every_thread_on_the_packet_path_runs_real_time_where_allowed(tiny_bundle, ingest):
+    """realtime_priority on the real daemon: worker, publisher and source threads (with the
+    ingest process: its loop and the daemon's receiving thread) under SCHED_FIFO, or, where
+    this user may not, all at normal priority."""
+    from edge_daemon.pipeline import Daemon
+
+    if not realtime_allowed(10):
+        pytest.skip("this user may not use SCHED_FIFO (needs CAP_SYS_NICE)")
+    config = DaemonConfig.from_dict(
+        {
+            "source": {"type": "synthetic", "pace": "realtime", "duration_s": 3.0},
+            "bundle": str(tiny_bundle.directory),
+            "engine": {"type": "onnxruntime", "threads": 1},
+            "publisher": {"bind": "tcp://127.0.0.1:*"},
+            "metrics": {"enabled": False},
+            "power": {"type": "none"},
+            "realtime_priority": 10,
+            "ingest": ingest,
+        },
+        "",
+    )
+    daemon = Daemon(config)
+    daemon.start()
+    try:
+        assert daemon.source_open.wait(60)
+        assert daemon.source_done.wait(0.5) is False  # still running: threads alive
+        threads = [daemon._worker_thread, daemon._publisher_thread, daemon._source_thread]
+        for t in threads:
+            assert t is not None
+            assert os.sched_getscheduler(t.native_id) == os.SCHED_FIFO, t.name
+            assert os.sched_getparam(t.native_id).sched_priority == 10, t.name
+        if ingest == "process":
+            assert daemon._ingest is not None and daemon._ingest.process.pid is not None
+            assert os.sched_getscheduler(daemon._ingest.process.pid) == os.SCHED_FIFO
+        assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the caller's thread untouched
+    finally:
+        daemon.stop()
+
+
+def test_the_demo_asks_for_real_time_only_where_it_is_allowed():
+    from edge_daemon.runcli import DEMO_REALTIME_PRIORITY, default_bundle, demo_table
+
+    table = demo_table(default_bundle())
+    if realtime_allowed():
+        assert table["realtime_priority"] == DEMO_REALTIME_PRIORITY
+    else:
+        assert "realtime_priority" not in table  # no warning per thread for a plain user
 
 
 def test_the_daemon_shortens_the_gil_switch_interval_while_it_runs(tiny_bundle):

@@ -7,7 +7,8 @@
 Each variant runs the real command in a subprocess (the live table included: it is part of what
 the user runs) and its last table is parsed: classifications per second, packets detected,
 classified and dropped, per task the latency p50/p99 and the packets over `max_exec`, and the
-stage breakdown p50/p99. Default variants: the defaults, `fusion=false` (the CNN's own app and
+stage breakdown p50/p99. Default variants: the defaults (SCHED_FIFO for the packet path where
+this user may), `realtime_priority=0` (normal priority), `fusion=false` (the CNN's own app and
 app_type), `ingest=thread` (the source side in the daemon's process). Run on a quiet machine:
 the variants share the CPU with nothing else, one at a time.
 """
@@ -27,6 +28,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_VARIANTS = {
     "default": [],
+    "realtime_priority=0": ["--set", "realtime_priority=0"],
     "fusion=false": ["--set", "fusion=false"],
     "ingest=thread": ["--set", "ingest=thread"],
 }
@@ -110,6 +112,8 @@ def run(extra: list[str], duration: float) -> dict[str, Any]:
     result["wall_s"] = round(time.monotonic() - t0, 1)
     engine = re.search(r"engine (\S+ \S+) on", done.stderr)
     result["engine"] = engine.group(1) if engine else None
+    # the threads that logged a real-time priority ("worker thread: SCHED_FIFO 10", ...)
+    result["sched_fifo_threads"] = len(re.findall(r"SCHED_FIFO \d+", done.stderr))
     return result
 
 
@@ -119,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--variant", action="append", default=[], metavar="NAME=ARGS",
         help="a variant: a name, '=', its extra arguments joined by commas "
-        "(e.g. 'no-fusion=--set,fusion=false'); default: the three of the docstring",
+        "(e.g. 'no-fusion=--set,fusion=false'); default: the four of the docstring",
     )  # fmt: skip
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "bench_demo.json")
     args = ap.parse_args(argv)
