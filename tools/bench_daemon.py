@@ -57,7 +57,7 @@ GAP_SAMPLES = 800  # quiet before and after each burst: more than the detector's
 WARMUP_NOISE_SAMPLES = 20_000  # the detector's noise floor warm-up, sent first
 NOISE_POWER = 1e-4
 CONFIG_KEYS = ("threads", "max_batch", "max_queue_delay_ms", "queue_size", "seconds", "packets",
-               "message_samples", "precision", "ingest")  # fmt: skip
+               "message_samples", "precision", "ingest", "realtime_priority")  # fmt: skip
 STAGES = ("assemble", "queue", "batch", "inference", "publish")
 
 
@@ -198,6 +198,7 @@ bundle = "{bundle}"
 log_level = "info"
 drain_timeout_s = 2.0
 ingest = "{args.ingest}"
+realtime_priority = {args.realtime_priority}
 [source]
 type = "zmq"
 address = "tcp://127.0.0.1:{port}"
@@ -399,6 +400,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--ingest", default="process", choices=("thread", "process"),
         help="where the daemon's source side runs (`ingest`; default: the daemon's default)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--realtime-priority", type=int, default=0, metavar="N",
+        help="the daemon's `realtime_priority` (0: off, the service's default; 1..99: SCHED_FIFO "
+        "for the threads a packet waits on, where this user may)",
     )  # fmt: skip
     parser.add_argument(
         "--pruned-bundle", default=str(ROOT / "models" / "default-pruned-int8"),
