@@ -12,7 +12,9 @@ from edge_core.cli import main
 from edge_core.schema import APP_TYPE_OF_APP, TASK_NAMES, TASKS
 from edge_core.synth.dataset import write_dataset
 from train.baselines import (
+    FLOW_FEATURES,
     DecodedFeatures,
+    add_flow_features,
     app_balancing_weights,
     dataset_baselines,
     information_bounds,
@@ -332,3 +334,53 @@ def test_window_bound_sees_no_header_bits_and_only_the_window_of_the_duration(da
     result = dataset_baselines(dataset, by="session", seed=3)
     assert result["features"]["window"] == window
     assert 0 <= result["tasks"]["app"]["balanced"]["bound_window"] <= 1
+
+
+# --- the flow bound ------------------------------------------------------------------------------
+
+
+def test_flow_features_by_hand(tmp_path):
+    """Each data frame sees its station's last K data frames (itself included, none after it,
+    never another station's); management and control frames get NaN."""
+    rows = [  # subtype, session, length, aggregated, uplink
+        ("qos_data", 1, 100, 1, 0), ("ack", 1, 14, 0, 1), ("qos_data", 1, 200, 1, 0),
+        ("qos_data", 1, 300, 0, 1), ("beacon", 1, 180, 0, 0), ("qos_data", 1, 400, 1, 0),
+        ("data", 2, 1000, 0, 1), ("qos_data", 2, 50, 0, 0),
+    ]  # fmt: skip
+    with open(tmp_path / "packets.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["subtype", "session", "length_bytes", "aggregated", "uplink"])
+        w.writerows(rows)
+    length = np.array([r[2] for r in rows], np.float64)
+    base = DecodedFeatures(("length_bytes",), length[:, None], (False,), ())
+    got = add_flow_features(base, tmp_path, window=2)
+    assert got.names == ("length_bytes", *FLOW_FEATURES)
+    col = {n: got.matrix[:, got.names.index(n)] for n in FLOW_FEATURES}
+    data = [0, 2, 3, 5, 6, 7]
+    np.testing.assert_array_equal(col["flow_frames"][data], [1, 2, 2, 2, 1, 2])
+    np.testing.assert_allclose(col["flow_length_mean"][data], [100, 150, 250, 350, 1000, 525])
+    np.testing.assert_array_equal(col["flow_length_max"][data], [100, 200, 300, 400, 1000, 1000])
+    np.testing.assert_allclose(col["flow_aggregated_share"][data], [1, 1, 0.5, 0.5, 0, 0])
+    np.testing.assert_allclose(col["flow_uplink_share"][data], [0, 0, 0.5, 0.5, 1, 0.5])
+    for name in FLOW_FEATURES:
+        assert np.isnan(col[name][[1, 4]]).all(), name  # the ACK and the beacon
+    assert np.isnan(col["flow_duration_mean"][data]).all()  # no duration column: unknown
+    with pytest.raises(ValueError, match="flow window must be >= 1"):
+        add_flow_features(base, tmp_path, window=0)
+
+
+def test_cli_baselines_with_a_flow_window(dataset, capsys):
+    """`train baselines --flow-window K`: the PHY+MAC+flow bound beside the others; on app it
+    can only add to what the same classifier gets from the packet alone (same split)."""
+    args = ["train", "baselines", "--data", str(dataset), "--split-by", "session",
+            "--flow-window", "4", "--json"]  # fmt: skip
+    assert main(args) == 0
+    result = json.loads(capsys.readouterr().out)["split_by"]["session"]
+    assert result["features"]["flow_window"] == 4
+    assert set(FLOW_FEATURES) <= set(result["features"]["phy_mac_flow"])
+    for task in TASK_NAMES:
+        for test_set in ("natural", "balanced"):
+            v = result["tasks"][task][test_set]
+            assert 0 <= v["bound_phy_mac_flow"] <= 1
+    assert main(args[:-1]) == 0
+    assert "bound PHY+MAC+flow" in capsys.readouterr().out

@@ -22,6 +22,14 @@ For a labels table (and our dataset's `packets.csv`), per task:
   the length fields carry.
 * `bound_phy_mac`: the same with the clear MAC header added (`MAC_FEATURES`: frame subtype,
   To/From DS as `uplink`, MPDUs in the A-MPDU, QoS TID), when `packets.csv` has any of them.
+* `bound_phy_mac_flow` (only when asked, `flow_window` > 0): the same with what a receiver
+  knows of the packet's flow (`FLOW_FEATURES`): over the last `flow_window` data frames of the
+  same station (its MAC address is in the clear header; in our datasets one station per capture
+  session), itself included and none after it, the mean and largest PSDU length, the mean
+  duration, A-MPDU depth and rate, and the shares of aggregated and uplink frames. It measures
+  what classifying flows instead of single packets could add (issue 12). The datasets keep a
+  subsample of each session's frames in time order, so a window here spans more of the session
+  than `flow_window` consecutive frames of a live stream would.
 
 The bound classifier is fitted on the training part and scored on the test part of the same
 split, never on a packet it saw. No session, station, SNR truth or label is a feature, except
@@ -85,6 +93,20 @@ min(duration_us, WINDOW_US), derived from `duration_us`)."""
 MAC_FEATURES: tuple[str, ...] = ("subtype", "uplink", "n_mpdu", "tid")
 """Fields of the MAC header that WPA2 leaves in clear: Frame Control type/subtype, To/From DS
 (`uplink`), the A-MPDU's MPDU count (its delimiters) and the QoS TID."""
+
+FLOW_FEATURES: tuple[str, ...] = (
+    "flow_frames",
+    "flow_length_mean",
+    "flow_length_max",
+    "flow_duration_mean",
+    "flow_mpdu_mean",
+    "flow_rate_mean",
+    "flow_aggregated_share",
+    "flow_uplink_share",
+)
+"""Per data frame, over its flow's window (`add_flow_features`); NaN for other frames."""
+DATA_SUBTYPES: frozenset[str] = frozenset({"data", "qos_data"})
+"""Frame Control subtypes of data frames, as `packets.csv` names them."""
 
 CATEGORICAL: frozenset[str] = frozenset(
     {"phy_format", "preamble", "short_gi", "aggregated", "subtype", "uplink", "tid"}
@@ -238,7 +260,78 @@ def bound_feature_sets(features: DecodedFeatures, task: str) -> dict[str, list[s
     mac = [n for n in MAC_FEATURES if n in features.names]
     if mac:
         sets["phy_mac"] = phy + mac
+    flow = [n for n in FLOW_FEATURES if n in features.names]
+    if flow:
+        sets["phy_mac_flow"] = phy + mac + flow
     return sets
+
+
+def add_flow_features(
+    features: DecodedFeatures, directory: str | Path, window: int
+) -> DecodedFeatures:
+    """`features` with `FLOW_FEATURES` added: for each data frame, statistics of the last
+    `window` data frames of its station up to and including it (rows in time order within a
+    session, as `edge-tc synth dataset` writes them); NaN for management and control frames."""
+    if window < 1:
+        raise ValueError(f"flow window must be >= 1 data frames, got {window}")
+    path = Path(directory) / PACKETS_CSV
+    columns = read_packets_csv(path, ["subtype", "session", "aggregated", "uplink"])
+    n = len(features.matrix)
+    if len(columns["subtype"]) != n:
+        raise IQFormatError(f"{path}: {len(columns['subtype'])} rows, want {n}")
+    data = np.flatnonzero(np.isin(np.asarray(columns["subtype"]), sorted(DATA_SUBTYPES)))
+    session = np.asarray(columns["session"], dtype=np.int64)[data]  # (D,)
+    # position of each data frame among its station's, in row order
+    new_group = np.r_[True, session[1:] != session[:-1]]
+    starts = np.flatnonzero(new_group)
+    position = np.arange(len(data)) - np.repeat(starts, np.diff(np.r_[starts, len(data)]))
+
+    def column(name: str) -> np.ndarray:
+        if name in ("aggregated", "uplink"):  # 0/1 as written (the matrix has category codes)
+            return np.array([float(v) if v else np.nan for v in columns[name]])[data]
+        if name not in features.names:
+            return np.full(len(data), np.nan)
+        return features.matrix[data, features.names.index(name)]
+
+    values = {
+        "length": column("length_bytes"), "duration": column("duration_us"),
+        "mpdu": column("n_mpdu"), "rate": column("rate"),
+        "aggregated": column("aggregated"), "uplink": column("uplink"),
+    }  # fmt: skip
+    sums = {k: np.zeros(len(data)) for k in values}
+    known = {k: np.zeros(len(data)) for k in values}  # values present (a field may be empty)
+    counts = np.zeros(len(data))
+    longest = np.full(len(data), np.nan)
+    for back in range(min(window, len(data))):
+        at = np.flatnonzero(position >= back)  # a data frame of the station `back` before
+        counts[at] += 1
+        for k, v in values.items():
+            earlier = v[at - back]
+            sums[k][at] += np.nan_to_num(earlier)
+            known[k][at] += ~np.isnan(earlier)
+        longest[at] = np.fmax(longest[at], values["length"][at - back])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = {k: np.where(known[k] > 0, sums[k] / known[k], np.nan) for k in values}
+    derived = {
+        "flow_frames": counts,
+        "flow_length_mean": mean["length"],
+        "flow_length_max": longest,
+        "flow_duration_mean": mean["duration"],
+        "flow_mpdu_mean": mean["mpdu"],
+        "flow_rate_mean": mean["rate"],
+        "flow_aggregated_share": mean["aggregated"],
+        "flow_uplink_share": mean["uplink"],
+    }
+    extra = np.full((n, len(FLOW_FEATURES)), np.nan)
+    for j, name in enumerate(FLOW_FEATURES):
+        extra[data, j] = derived[name]
+    return DecodedFeatures(
+        (*features.names, *FLOW_FEATURES),
+        np.concatenate([features.matrix, extra], axis=1),
+        (*features.categorical, *([False] * len(FLOW_FEATURES))),
+        features.missing,
+        (*features.notes, f"flow window: the last {window} data frames of the station"),
+    )
 
 
 # --- the information bound ----------------------------------------------------------------------
@@ -397,9 +490,11 @@ def dataset_baselines(
     by: str = "session",
     seed: int = 42,
     bound: bool = True,
+    flow_window: int = 0,
 ) -> dict[str, Any]:
     """Majority, no-app + uniform and the information bounds of a dataset directory, on the
-    natural-mix and the class-balanced (app) test sets of one split (`baseline_split`)."""
+    natural-mix and the class-balanced (app) test sets of one split (`baseline_split`);
+    `flow_window` > 0 adds the bound with the flow's last data frames (`add_flow_features`)."""
     directory = Path(directory)
     if not (directory / "labels.csv").is_file():
         raise FileNotFoundError(f"{directory}/labels.csv not found: not a dataset directory")
@@ -428,6 +523,8 @@ def dataset_baselines(
     }
     if bound:
         features = decoded_features(directory, labels)
+        if flow_window:
+            features = add_flow_features(features, directory, flow_window)
         bounds = information_bounds(
             features,
             labels,
@@ -442,6 +539,8 @@ def dataset_baselines(
             "phy": bound_feature_sets(features, "app")["phy"],
             "phy_mac": bound_feature_sets(features, "app").get("phy_mac"),
             "window": bound_feature_sets(features, "app").get("window"),
+            "phy_mac_flow": bound_feature_sets(features, "app").get("phy_mac_flow"),
+            "flow_window": flow_window or None,
             "missing": list(features.missing),
             "notes": list(features.notes),
         }
@@ -458,6 +557,7 @@ BASELINE_KEYS: tuple[tuple[str, str], ...] = (
     ("bound_window", "bound window"),
     ("bound_phy", "bound PHY"),
     ("bound_phy_mac", "bound PHY+MAC"),
+    ("bound_phy_mac_flow", "bound PHY+MAC+flow"),
 )
 """Baseline keys in display order, with their column titles."""
 

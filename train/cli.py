@@ -656,7 +656,9 @@ def _cmd_baselines(args: argparse.Namespace) -> int:
     else:
         kinds = ["session", "random"] if default_split_by(data_dir) == "session" else ["random"]
     results = {
-        by: baselines.dataset_baselines(data_dir, by=by, seed=args.seed, bound=not args.no_bound)
+        by: baselines.dataset_baselines(
+            data_dir, by=by, seed=args.seed, bound=not args.no_bound, flow_window=args.flow_window
+        )
         for by in kinds
     }
     out = {"data": str(data_dir), "split_by": results}
@@ -1180,6 +1182,11 @@ def _add_fit_parsers(train_sub: argparse._SubParsersAction[argparse.ArgumentPars
     )
     bl.add_argument("--seed", type=int, default=42, help="split and classifier seed (42)")
     bl.add_argument("--no-bound", action="store_true", help="majority and no-app only")
+    bl.add_argument(
+        "--flow-window", type=int, default=0, metavar="K",
+        help="also the bound with each data frame's flow: its station's last K data frames "
+        "(0: per packet only)",
+    )  # fmt: skip
     bl.add_argument("--json", action="store_true", help="print the result as JSON")
     bl.set_defaults(func=_cmd_baselines)
 
