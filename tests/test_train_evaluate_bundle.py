@@ -33,3 +33,17 @@ def test_evaluate_bundle_refuses_the_training_split(tiny_bundle, capsys):
                  "--data", str(tiny_bundle.data)])  # fmt: skip
     assert code == 2
     assert "--split balanced or all" in capsys.readouterr().err
+
+
+def test_evaluate_bundle_puts_the_flow_bound_beside_the_others(tiny_bundle, capsys):
+    """--flow-window K: the PHY+MAC+flow bound (cross-fitted like the others) in the report."""
+    assert main(["train", "evaluate", "--bundle", str(tiny_bundle.directory),
+                 "--data", str(tiny_bundle.data), "--split", "all", "--flow-window", "4",
+                 "--json"]) == 0  # fmt: skip
+    result = json.loads(capsys.readouterr().out)
+    info = result["information_bound"]
+    assert info["computed"], info
+    assert "flow window: the last 4 data frames of the station" in info["notes"]
+    assert "flow_length_mean" in info["features"]["phy_mac_flow"]
+    for t in TASK_NAMES:
+        assert 0 <= result["baselines"][t]["bound_phy_mac_flow"] <= 1

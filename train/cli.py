@@ -591,6 +591,7 @@ def _baselines_beside(
     balanced: bool = False,
     bound: bool = True,
     seed: int = 42,
+    flow_window: int = 0,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """(per task: majority, no_app_uniform, bound_phy[, bound_phy_mac]; how the bound was got)
     on labels[indices] (all packets when None). The bound is fitted on `train` when given (the
@@ -608,6 +609,8 @@ def _baselines_beside(
         return table, info
     try:
         features = baselines.decoded_features(data_dir, labels)
+        if flow_window:
+            features = baselines.add_flow_features(features, data_dir, flow_window)
         if train is not None:
             bounds = baselines.information_bounds(
                 features, labels, np.asarray(train), {"t": (idx, balanced)}, seed=seed
@@ -850,6 +853,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         train=bound_train,
         balanced=balanced,
         bound=not args.no_bound,
+        flow_window=args.flow_window,
     )
     if args.json:
         print(json.dumps(result, indent=1))
@@ -909,6 +913,7 @@ def _evaluate_bundle(args: argparse.Namespace) -> int:
         indices,
         balanced=args.split == "balanced",
         bound=not args.no_bound,
+        flow_window=args.flow_window,
     )
     fusion = fusion_inputs = None
     if bundle.fusion is not None:
@@ -1160,6 +1165,11 @@ def _add_fit_parsers(train_sub: argparse._SubParsersAction[argparse.ArgumentPars
         help="skip the information bound (gradient boosting on decoded fields); majority and "
         "no-app + uniform are always reported",
     )
+    ev.add_argument(
+        "--flow-window", type=int, default=0, metavar="K",
+        help="the bound also with each data frame's flow (its station's last K data frames; "
+        "train baselines --flow-window)",
+    )  # fmt: skip
     ev.add_argument("--json", action="store_true", help="print the result (confusions too) as JSON")
     ev.set_defaults(func=_cmd_evaluate)
 
