@@ -29,6 +29,21 @@ def _in_thread(fn):
     return out["result"]
 
 
+def _config(bundle, source: dict, **extra) -> DaemonConfig:
+    """A daemon config on `bundle` (ONNX Runtime, one thread) with no metrics server or power
+    reading, publishing on a free port; `extra`: top-level keys."""
+    table = {
+        "source": source,
+        "bundle": str(bundle.directory),
+        "engine": {"type": "onnxruntime", "threads": 1},
+        "publisher": {"bind": "tcp://127.0.0.1:*"},
+        "metrics": {"enabled": False},
+        "power": {"type": "none"},
+        **extra,
+    }
+    return DaemonConfig.from_dict(table, "")
+
+
 def test_affinity_is_set_for_the_calling_thread_only():
     cpu = min(available_cpus())
     before = os.sched_getaffinity(0)
@@ -82,19 +97,12 @@ def test_the_daemon_pins_its_threads(tiny_bundle, ingest):
     from edge_daemon.pipeline import Daemon
 
     cpus = sorted(available_cpus())
-    config = DaemonConfig.from_dict(
-        {
-            "source": {"type": "synthetic", "pace": "realtime", "duration_s": 2.0},
-            "bundle": str(tiny_bundle.directory),
-            "engine": {"type": "onnxruntime", "threads": 1},
-            "publisher": {"bind": "tcp://127.0.0.1:*"},
-            "metrics": {"enabled": False},
-            "power": {"type": "none"},
-            "worker_cpus": [cpus[-1]],
-            "source_cpus": [cpus[0]],
-            "ingest": ingest,
-        },
-        "",
+    config = _config(
+        tiny_bundle,
+        {"type": "synthetic", "pace": "realtime", "duration_s": 2.0},
+        worker_cpus=[cpus[-1]],
+        source_cpus=[cpus[0]],
+        ingest=ingest,
     )
     daemon = Daemon(config)
     daemon.start()
@@ -122,18 +130,11 @@ def test_every_thread_on_the_packet_path_runs_real_time_where_allowed(tiny_bundl
 
     if not realtime_allowed(10):
         pytest.skip("this user may not use SCHED_FIFO (needs CAP_SYS_NICE)")
-    config = DaemonConfig.from_dict(
-        {
-            "source": {"type": "synthetic", "pace": "realtime", "duration_s": 3.0},
-            "bundle": str(tiny_bundle.directory),
-            "engine": {"type": "onnxruntime", "threads": 1},
-            "publisher": {"bind": "tcp://127.0.0.1:*"},
-            "metrics": {"enabled": False},
-            "power": {"type": "none"},
-            "realtime_priority": 10,
-            "ingest": ingest,
-        },
-        "",
+    config = _config(
+        tiny_bundle,
+        {"type": "synthetic", "pace": "realtime", "duration_s": 3.0},
+        realtime_priority=10,
+        ingest=ingest,
     )
     daemon = Daemon(config)
     daemon.start()
@@ -168,17 +169,10 @@ def test_the_daemon_shortens_the_gil_switch_interval_while_it_runs(tiny_bundle):
 
     from edge_daemon.pipeline import Daemon
 
-    config = DaemonConfig.from_dict(
-        {
-            "source": {"type": "synthetic", "pace": "fast", "duration_s": 0.05},
-            "bundle": str(tiny_bundle.directory),
-            "engine": {"type": "onnxruntime", "threads": 1},
-            "publisher": {"bind": "tcp://127.0.0.1:*"},
-            "metrics": {"enabled": False},
-            "power": {"type": "none"},
-            "switch_interval_ms": 0.3,
-        },
-        "",
+    config = _config(
+        tiny_bundle,
+        {"type": "synthetic", "pace": "fast", "duration_s": 0.05},
+        switch_interval_ms=0.3,
     )
     before = sys.getswitchinterval()
     assert before != pytest.approx(0.0003)
@@ -196,17 +190,7 @@ def test_the_daemon_freezes_what_it_loaded_out_of_the_collectors_sight(tiny_bund
 
     from edge_daemon.pipeline import Daemon
 
-    config = DaemonConfig.from_dict(
-        {
-            "source": {"type": "synthetic", "pace": "fast", "duration_s": 0.05},
-            "bundle": str(tiny_bundle.directory),
-            "engine": {"type": "onnxruntime", "threads": 1},
-            "publisher": {"bind": "tcp://127.0.0.1:*"},
-            "metrics": {"enabled": False},
-            "power": {"type": "none"},
-        },
-        "",
-    )
+    config = _config(tiny_bundle, {"type": "synthetic", "pace": "fast", "duration_s": 0.05})
     gc.unfreeze()
     assert gc.get_freeze_count() == 0
     daemon = Daemon(config)
