@@ -148,3 +148,36 @@ def test_cli_synth_dataset(tmp_path, capsys):
     assert min(snrs) >= 10 and max(snrs) <= 12
     assert main(["synth", "dataset", "--out", str(out), "--packets", "5", "--quiet"]) == 2
     assert "already holds a dataset" in capsys.readouterr().err
+
+
+def test_flow_counters_count_every_frame_of_the_station_in_the_last_second(ds_dir):
+    """packets.csv's t_us and flow_*_1s: times in session order; the station's data bytes and
+    frames over the second ending with each frame are at least what the kept frames of that
+    second add up to (the dataset keeps a subsample), downlink bytes are part of them, and
+    video sessions carry more bytes per second than audio ones (table of the traffic models)."""
+    rows = _packets(ds_dir)
+    labels = read_labels(ds_dir)
+    by_session: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        by_session.setdefault(r["session"], []).append(i)
+    rate = {"audio": [], "video": []}
+    for members in by_session.values():
+        t = [float(rows[i]["t_us"]) for i in members]
+        assert t == sorted(t)
+        for i in members:
+            r = rows[i]
+            total, frames, down = (int(r[k]) for k in (
+                "flow_bytes_1s", "flow_frames_1s", "flow_down_bytes_1s"))  # fmt: skip
+            assert 0 <= down <= total and (frames == 0) == (total == 0)
+            now = float(r["t_us"])
+            kept = [
+                j for j in members
+                if rows[j]["subtype"] in ("data", "qos_data")
+                and now - 1e6 <= float(rows[j]["t_us"]) <= now
+            ]  # fmt: skip
+            if r["subtype"] in ("data", "qos_data"):
+                assert frames >= len(kept) >= 1
+                assert total >= sum(int(rows[j]["length_bytes"]) for j in kept)
+                rate[labels[i]["app_type"]].append(total)
+    assert rate["audio"] and rate["video"]
+    assert np.median(rate["video"]) > np.median(rate["audio"])

@@ -26,7 +26,9 @@ For a labels table (and our dataset's `packets.csv`), per task:
   knows of the packet's flow (`FLOW_FEATURES`): over the last `flow_window` data frames of the
   same station (its MAC address is in the clear header; in our datasets one station per capture
   session), itself included and none after it, the mean and largest PSDU length, the mean
-  duration, A-MPDU depth and rate, and the shares of aggregated and uplink frames. It measures
+  duration, A-MPDU depth and rate, and the shares of aggregated and uplink frames; and, where
+  `packets.csv` has them (`FLOW_RATE_FEATURES`), the station's data bytes, frames and downlink
+  bytes in the second ending with the packet, counted over all its frames. It measures
   what classifying flows instead of single packets could add (issue 12). The datasets keep a
   subsample of each session's frames in time order, so a window here spans more of the session
   than `flow_window` consecutive frames of a live stream would.
@@ -105,6 +107,10 @@ FLOW_FEATURES: tuple[str, ...] = (
     "flow_uplink_share",
 )
 """Per data frame, over its flow's window (`add_flow_features`); NaN for other frames."""
+FLOW_RATE_FEATURES: tuple[str, ...] = ("flow_bytes_1s", "flow_frames_1s", "flow_down_bytes_1s")
+"""The station's data bytes, data frames and downlink bytes in the second ending with the
+frame, counted over every frame of its session (`edge-tc synth dataset` writes them; they
+need packet times, which a dataset's kept frames alone would give wrongly)."""
 DATA_SUBTYPES: frozenset[str] = frozenset({"data", "qos_data"})
 """Frame Control subtypes of data frames, as `packets.csv` names them."""
 
@@ -260,7 +266,7 @@ def bound_feature_sets(features: DecodedFeatures, task: str) -> dict[str, list[s
     mac = [n for n in MAC_FEATURES if n in features.names]
     if mac:
         sets["phy_mac"] = phy + mac
-    flow = [n for n in FLOW_FEATURES if n in features.names]
+    flow = [n for n in (*FLOW_FEATURES, *FLOW_RATE_FEATURES) if n in features.names]
     if flow:
         sets["phy_mac_flow"] = phy + mac + flow
     return sets
@@ -325,10 +331,18 @@ def add_flow_features(
     extra = np.full((n, len(FLOW_FEATURES)), np.nan)
     for j, name in enumerate(FLOW_FEATURES):
         extra[data, j] = derived[name]
+    names = list(FLOW_FEATURES)
+    rates = [c for c in FLOW_RATE_FEATURES if c in packets_csv_header(Path(directory))]
+    if rates:
+        counted = read_packets_csv(path, rates)
+        for c in rates:
+            column_values, _ = _encode(c, counted[c], str(path))
+            extra = np.concatenate([extra, column_values[:, None]], axis=1)
+            names.append(c)
     return DecodedFeatures(
-        (*features.names, *FLOW_FEATURES),
+        (*features.names, *names),
         np.concatenate([features.matrix, extra], axis=1),
-        (*features.categorical, *([False] * len(FLOW_FEATURES))),
+        (*features.categorical, *([False] * len(names))),
         features.missing,
         (*features.notes, f"flow window: the last {window} data frames of the station"),
     )

@@ -25,7 +25,7 @@ import csv
 import itertools
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
@@ -39,8 +39,10 @@ from edge_core.schema import INPUT_LENGTH, SAMPLE_RATE_HZ, TASK_NAMES
 from edge_core.synth.generator import duration_samples, synthesize
 from edge_core.synth.impairments import Draw, Impairments, impair_packet
 from edge_core.synth.sessions import (
+    AP,
     MODEL_VERSION,
     NOISE_FLOOR_DBM,
+    PHONE,
     Capture,
     Frame,
     draw_session,
@@ -75,7 +77,18 @@ PACKET_COLUMNS = (
     "duration_us",
     "rx_power_db",
     "cfo_hz_est",
+    "t_us",
+    "flow_bytes_1s",
+    "flow_frames_1s",
+    "flow_down_bytes_1s",
 )
+"""`t_us`: the frame's start in its capture session (us), as a receiver timestamps it.
+`flow_*_1s`: what a receiver that decodes every frame of the session's BSS (lengths from the PHY
+header, the station from the clear MAC addresses) counts for this station over the second
+ending with this frame, over ALL the session's frames, not only those the dataset keeps: data
+PSDU bytes, data frames, and data bytes the AP sent (downlink). The bitrate and ON/OFF timing
+that tell applications apart live here (issue 12; `train baselines --flow-window`)."""
+FLOW_SECONDS_US = 1e6
 
 Cell = tuple[str, str, str]  # (phy, frame, app)
 _Chunk = tuple[np.ndarray, list[list[Any]], list[list[Any]], int, dict[str, int]]
@@ -117,6 +130,26 @@ def _session_frames(rng: np.random.Generator, app: str, session: int, imp: Impai
         iq_phase_deg_max=imp.iq_phase_imbalance_deg_max, duration_s=SESSION_SECONDS,
     )  # fmt: skip
     return simulate_session(params, rng)
+
+
+def _flow_counters(capture: Capture) -> Callable[[float], tuple[int, int, int]]:
+    """t_us -> (data bytes, data frames, downlink data bytes) of the session's BSS (AP and
+    phone) in [t_us - 1 s, t_us], from every frame the session simulated."""
+    data = [
+        f for f in capture.frames if f.spec.frame == "data" and f.bss == 0 and f.tx in (AP, PHONE)
+    ]
+    t = np.array([f.t_us for f in data], np.float64)
+    nbytes = np.concatenate([[0], np.cumsum([f.spec.length_bytes for f in data])])
+    down = np.concatenate(
+        [[0], np.cumsum([f.spec.length_bytes if f.tx == AP else 0 for f in data])]
+    )
+
+    def at(t_us: float) -> tuple[int, int, int]:
+        hi = int(np.searchsorted(t, t_us, side="right"))
+        lo = int(np.searchsorted(t, t_us - FLOW_SECONDS_US, side="left"))
+        return int(nbytes[hi] - nbytes[lo]), hi - lo, int(down[hi] - down[lo])
+
+    return at
 
 
 def _make_chunk(args: tuple[int, int, int, TrafficMix, Impairments]) -> _Chunk:
@@ -175,6 +208,7 @@ def _make_chunk(args: tuple[int, int, int, TrafficMix, Impairments]) -> _Chunk:
         take = rng.choice(len(pool), size=min(q, len(pool)), replace=False) if pool else []
         chosen += [pool[i] for i in take]
     chosen.sort(key=lambda sf: (sf[0], sf[1].t_us))
+    flows = [_flow_counters(c) for c in sessions]
     m = len(chosen)
     iq = np.empty((m, 2, INPUT_LENGTH), dtype=np.float32)  # (m, 2, 3000)
     labels: list[list[Any]] = []
@@ -201,7 +235,8 @@ def _make_chunk(args: tuple[int, int, int, TrafficMix, Impairments]) -> _Chunk:
              d.timing_offset_samples, f"{d.gain_db:.2f}", f"{d.iq_amplitude_db:.3f}",
              f"{d.iq_phase_deg:.3f}", s.session, s.station, int(s.uplink), s.tid, f.n_mpdu,
              int(bool(s.mpdu_lengths)), f"{duration_samples(s) / (SAMPLE_RATE_HZ / 1e6):.1f}",
-             rssi, f"{_cfo_estimate(s.phy, d.cfo_hz, d.snr_db, rng):.1f}"]
+             rssi, f"{_cfo_estimate(s.phy, d.cfo_hz, d.snr_db, rng):.1f}",
+             f"{f.t_us:.1f}", *flows[si](f.t_us)]
         )  # fmt: skip
     return iq, labels, details, len(sessions), shortfall
 
