@@ -107,6 +107,11 @@ for b in default default-pruned-int8; do
     stage "eval-$b-natural" "$WORK/eval_bundle_${b}_natural.json" \
         sh -c "$TC train evaluate --bundle models/$b --data '$WORK/natural30k' --split all --json > '$WORK/eval_bundle_${b}_natural.json'"
 done
+# What classifying flows could add (issue 12): the bound with each data frame's station over its
+# last 32 data frames and the last second (README, "The shipped bundles"), beside the per-packet
+# bounds.
+stage eval-default-flow32 "$WORK/eval_bundle_default_flow32.json" \
+    sh -c "$TC train evaluate --bundle models/default --data '$WORK/test150k' --split balanced --flow-window 32 --json > '$WORK/eval_bundle_default_flow32.json'"
 for run in mtl mtl_uniform pruned scratch uniform; do
     ckpt="$WORK/$run/best.pt"
     case "$run" in mtl|mtl_uniform) ;; *) ckpt="$WORK/$run/pruned.pt" ;; esac
