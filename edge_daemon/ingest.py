@@ -117,6 +117,12 @@ class SourceLoop:
         """The detector's health metrics and log lines (made with the assembler)."""
         self.rate_check: SampleRateCheck | None = None
         """Does the stream look like it is at the configured rate? (made with the assembler)"""
+        self.samples_handled = 0
+        """Samples of the chunks fed, emitted and counted by the detector's metrics so far."""
+        self.messages_handled = 0
+        """The source's message count (`source.messages`, where it keeps one) after the last
+        chunk was fed, emitted and counted by the detector's metrics: every message up to it
+        has been handled whole (a source may join several messages into one chunk)."""
 
     def _opened(self) -> None:
         source = self.source
@@ -182,6 +188,8 @@ class SourceLoop:
                 assert self.health is not None and self.rate_check is not None
                 self.health.update(assembler, chunk.samples, len(packets))
                 self.rate_check.check(packets)
+                self.samples_handled += chunk.samples.size
+                self.messages_handled = getattr(source, "messages", self.messages_handled)
         finally:
             source.close()
 
@@ -367,9 +375,8 @@ def ingest_main(conn: Connection, settings: IngestSettings, stop_conn: Connectio
     last_beat = [0.0]
     loops: list[SourceLoop] = []
 
-    def fed() -> int:
-        assembler = loops[0].assembler if loops else None
-        return 0 if assembler is None else assembler.stats.samples
+    def fed() -> int:  # handled whole: the metrics snapshot sent with it counts them too
+        return loops[0].samples_handled if loops else 0
 
     def beat(force: bool = False) -> None:
         now = time.monotonic()

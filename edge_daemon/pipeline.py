@@ -253,11 +253,19 @@ class Daemon:
 
     @property
     def samples_fed(self) -> int:
-        """Samples fed to the packet assembler so far, wherever it runs (in process mode as of
-        the ingest process's last report: every packet cut from them has reached the queue)."""
-        if self._loop is not None and self._loop.assembler is not None:
-            return self._loop.assembler.stats.samples
+        """Samples the source side has handled whole so far (fed to the packet assembler, its
+        packets emitted, counted by the detector's metrics), wherever it runs (in process mode
+        as of the ingest process's last report: every packet cut from them has reached the
+        queue, and the metrics mirrored with that report count them)."""
+        if self._loop is not None:
+            return self._loop.samples_handled
         return self._samples_fed
+
+    @property
+    def messages_handled(self) -> int | None:
+        """`ingest = "thread"`: the source's messages handled whole (`SourceLoop`); None in
+        process mode (there `samples_fed` is reported once a chunk is handled)."""
+        return None if self._loop is None else self._loop.messages_handled
 
     @property
     def ingest_mode(self) -> str:

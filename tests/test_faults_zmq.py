@@ -97,8 +97,9 @@ class Feed:
         if d.ingest_mode == "process":  # the child reports what its assembler was fed (every
             # test in that mode sends only messages that carry samples)
             wait_until(lambda: d.samples_fed >= self.sent_samples, timeout_s)
-        else:
-            wait_until(lambda: d.source.messages >= self.sent_messages, timeout_s)
+        else:  # handled whole: fed, emitted and counted by the detector's metrics (the source
+            # reads a message, and may join the next ones into its chunk, before that)
+            wait_until(lambda: (d.messages_handled or 0) >= self.sent_messages, timeout_s)
         wait_until(lambda: d.totals.detected == d.totals.accounted, timeout_s)
         # every published message, not what came within a fixed 0.3 s (a busy machine delays
         # them, issue 17); 10 s without one ends it (one the SUB missed would never come)
