@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import daemon_config_file
 
 from edge_daemon.config import DaemonConfig
 from edge_daemon.logs import LOGGER_NAME
@@ -200,25 +201,7 @@ def unit_commands(config: Path) -> tuple[list[str], list[str]]:
 
 
 def write_config(tmp_path: Path, bundle: Path) -> Path:
-    config = tmp_path / "edge-tc.toml"
-    config.write_text(
-        f"""bundle = "{bundle}"
-[source]
-type = "synthetic"
-pace = "realtime"
-seed = 3
-[engine]
-type = "onnxruntime"
-threads = 1
-[publisher]
-bind = "tcp://127.0.0.1:*"
-[metrics]
-enabled = false
-[power]
-type = "none"
-"""
-    )
-    return config
+    return daemon_config_file(tmp_path, bundle, 'type = "synthetic"\npace = "realtime"\nseed = 3')
 
 
 def test_edge_tc_run_notifies_ready_watchdog_status_and_stopping(tiny_bundle, tmp_path):
