@@ -311,6 +311,26 @@ def test_fold_trunk_batchnorm_is_the_same_function_with_int8_friendly_ops(traine
         np.testing.assert_allclose(b[t].numpy(), a[t].numpy(), rtol=1e-4, atol=1e-4)
 
 
+def test_onnx_int8_keeps_every_heads_logit_layer_in_float(bundle):
+    """The layer feeding each task's Softmax has float weights (no DequantizeLinear before it);
+    the layers before it are quantized."""
+    import onnx
+
+    graph = onnx.load(str(bundle.select("onnx", "int8").path)).graph
+    producer = {out: n for n in graph.node for out in n.output}
+    inits = {i.name for i in graph.initializer}
+    logits = [producer[n.input[0]] for n in graph.node if n.op_type == "Softmax"]
+    assert len(logits) == len(TASK_NAMES)
+    for node in logits:
+        weight = node.input[1]
+        assert weight in inits, f"{node.name}: weight {weight} is not a float initializer"
+    dequantized = [n for n in graph.node if n.op_type in ("Gemm", "MatMul", "Conv")
+                   and n.input[1] in producer
+                   and producer[n.input[1]].op_type == "DequantizeLinear"]  # fmt: skip
+    assert dequantized, "no quantized layer at all"
+    assert ex.logit_layers(graph) == sorted(n.name for n in logits)
+
+
 def test_onnx_int8_has_no_float_batchnorm(bundle):
     import onnx
 
