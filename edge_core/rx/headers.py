@@ -161,10 +161,9 @@ _PYTHON_TRACEBACK_ROWS = 32  # up to this many rows the traceback runs on Python
 _START = np.full((64, 1), -1e30, np.float32)  # path metrics before the first step: state 0
 _START[0] = 0
 
-# A soft Viterbi decoder in three parts, so that a caller can stop rows part way (the OFDM
-# path drops HT-SIG rows whose L-SIG failed after 24 steps): branch metrics for all steps,
-# forward passes over spans of steps (two ufunc calls per step, path metrics only; the
-# decisions come from them in one comparison afterwards), a traceback of the decisions.
+# A soft Viterbi decoder in three parts: branch metrics for all steps, a forward pass (two
+# ufunc calls per step, path metrics only; the decisions come from them in one comparison
+# afterwards), a traceback of the decisions (`_viterbi_words` runs the three).
 
 
 def _branch_metrics(llr: np.ndarray) -> np.ndarray:
@@ -278,16 +277,21 @@ def _decode_words(llr: np.ndarray) -> np.ndarray:
     words, exact = _hard_words(llr)
     rest = np.flatnonzero(~exact)
     if rest.size:
-        take, _ = _forward(_branch_metrics(llr[rest]), _START)
-        words[rest] = _traceback(take, np.full(rest.size, llr.shape[1]))
+        words[rest] = _viterbi_words(llr[rest], np.full(rest.size, llr.shape[1]))
     return words
 
 
-def _viterbi(llr: np.ndarray, n_steps: np.ndarray) -> np.ndarray:
+def _viterbi_words(llr: np.ndarray, n_steps: np.ndarray) -> np.ndarray:
     """Terminated soft Viterbi over rows of mother-code values (r, T, 2) (log P(0)/P(1), any
-    scale), row i ending in state 0 after n_steps[i] <= min(T, 64) steps: (r, T) uint8 bits."""
+    scale), row i ending in state 0 after n_steps[i] <= min(T, 64) steps: (r,) uint64 words,
+    bit t the input of step t."""
     take, _ = _forward(_branch_metrics(llr), _START)
-    words = _traceback(take, n_steps)
+    return _traceback(take, n_steps)
+
+
+def _viterbi(llr: np.ndarray, n_steps: np.ndarray) -> np.ndarray:
+    """`_viterbi_words` as (r, T) uint8 bits."""
+    words = _viterbi_words(llr, n_steps)
     shifts = np.arange(llr.shape[1], dtype=np.uint64)
     return ((words[:, None] >> shifts) & np.uint64(1)).astype(np.uint8)
 
