@@ -410,11 +410,12 @@ class Daemon:
         self.metrics.dropped.labels("queue_full").inc()
         self.totals.dropped["queue_full"] += 1
 
-    def _tune(self, name: str) -> None:
-        """This thread's CPU affinity and real-time priority (edge_daemon/tuning.py)."""
+    def _tune(self, name: str, pin: bool = True) -> None:
+        """This thread's CPU affinity (unless not `pin`) and real-time priority
+        (edge_daemon/tuning.py)."""
         c = self.config
         cpus = {"source": c.source_cpus, "worker": c.worker_cpus, "publisher": c.publisher_cpus}
-        applied = tune_thread(name, cpus[name], c.realtime_priority, log)
+        applied = tune_thread(name, cpus[name] if pin else (), c.realtime_priority, log)
         if applied:
             log.info("%s thread: %s", name, ", ".join(applied))
 
@@ -451,9 +452,7 @@ class Daemon:
         assert ingest is not None
         # this thread is on every packet's path too: the real-time priority (the CPUs of
         # `source_cpus` are the ingest process's)
-        applied = tune_thread("source", [], self.config.realtime_priority, log)
-        if applied:
-            log.info("source thread (receiving from the ingest process): %s", ", ".join(applied))
+        self._tune("source", pin=False)
         hooks = self._source_hooks(self._enqueue)
         mirror = MetricsMirror(self.metrics)
         try:
