@@ -200,6 +200,11 @@ def _encode(name: str, raw: Sequence[str], where: str) -> tuple[np.ndarray, bool
         values = sorted(set(raw))
         code = {v: i for i, v in enumerate(values)}
         return np.array([code[v] for v in raw], dtype=np.float64), True
+    return _numbers(name, raw, where), False
+
+
+def _numbers(name: str, raw: Sequence[str], where: str) -> np.ndarray:
+    """Column `name` of `where` as float64, NaN where empty; IQFormatError naming the row."""
     out = np.empty(len(raw), dtype=np.float64)
     for i, v in enumerate(raw):
         try:
@@ -207,7 +212,7 @@ def _encode(name: str, raw: Sequence[str], where: str) -> tuple[np.ndarray, bool
         except ValueError:
             bad = f"{where}: column {name!r} row {i + 2}: not a number: {v!r}"
             raise IQFormatError(bad) from None
-    return out, False
+    return out
 
 
 def decoded_features(directory: str | Path, labels: np.ndarray | None = None) -> DecodedFeatures:
@@ -281,7 +286,8 @@ def add_flow_features(
     if window < 1:
         raise ValueError(f"flow window must be >= 1 data frames, got {window}")
     path = Path(directory) / PACKETS_CSV
-    columns = read_packets_csv(path, ["subtype", "session", "aggregated", "uplink"])
+    rates = [c for c in FLOW_RATE_FEATURES if c in packets_csv_header(Path(directory))]
+    columns = read_packets_csv(path, ["subtype", "session", "aggregated", "uplink", *rates])
     n = len(features.matrix)
     if len(columns["subtype"]) != n:
         raise IQFormatError(f"{path}: {len(columns['subtype'])} rows, want {n}")
@@ -294,7 +300,7 @@ def add_flow_features(
 
     def column(name: str) -> np.ndarray:
         if name in ("aggregated", "uplink"):  # 0/1 as written (the matrix has category codes)
-            return np.array([float(v) if v else np.nan for v in columns[name]])[data]
+            return _numbers(name, columns[name], str(path))[data]
         if name not in features.names:
             return np.full(len(data), np.nan)
         return features.matrix[data, features.names.index(name)]
@@ -331,14 +337,9 @@ def add_flow_features(
     extra = np.full((n, len(FLOW_FEATURES)), np.nan)
     for j, name in enumerate(FLOW_FEATURES):
         extra[data, j] = derived[name]
-    names = list(FLOW_FEATURES)
-    rates = [c for c in FLOW_RATE_FEATURES if c in packets_csv_header(Path(directory))]
-    if rates:
-        counted = read_packets_csv(path, rates)
-        for c in rates:
-            column_values, _ = _encode(c, counted[c], str(path))
-            extra = np.concatenate([extra, column_values[:, None]], axis=1)
-            names.append(c)
+    counted = [_numbers(c, columns[c], str(path))[:, None] for c in rates]  # (N, 1) each
+    extra = np.concatenate([extra, *counted], axis=1)
+    names = [*FLOW_FEATURES, *rates]
     return DecodedFeatures(
         (*features.names, *names),
         np.concatenate([features.matrix, extra], axis=1),
@@ -549,11 +550,12 @@ def dataset_baselines(
         for test_set, per_task in bounds.items():
             for task, values in per_task.items():
                 tables[test_set][task].update(values)
+        sets = bound_feature_sets(features, "app")
         result["features"] = {
-            "phy": bound_feature_sets(features, "app")["phy"],
-            "phy_mac": bound_feature_sets(features, "app").get("phy_mac"),
-            "window": bound_feature_sets(features, "app").get("window"),
-            "phy_mac_flow": bound_feature_sets(features, "app").get("phy_mac_flow"),
+            "phy": sets["phy"],
+            "phy_mac": sets.get("phy_mac"),
+            "window": sets.get("window"),
+            "phy_mac_flow": sets.get("phy_mac_flow"),
             "flow_window": flow_window or None,
             "missing": list(features.missing),
             "notes": list(features.notes),
