@@ -9,6 +9,7 @@ import pytest
 pytest.importorskip("sklearn", reason="the train extra (scikit-learn) is not installed")
 
 from edge_core.cli import main
+from edge_core.errors import IQFormatError
 from edge_core.schema import APP_TYPE_OF_APP, TASK_NAMES, TASKS
 from edge_core.synth.dataset import write_dataset
 from train.baselines import (
@@ -367,6 +368,11 @@ def test_flow_features_by_hand(tmp_path):
     assert np.isnan(col["flow_duration_mean"][data]).all()  # no duration column: unknown
     with pytest.raises(ValueError, match="flow window must be >= 1"):
         add_flow_features(base, tmp_path, window=0)
+    # a damaged value is named: file, column and row
+    csv_path = tmp_path / "packets.csv"
+    csv_path.write_text(csv_path.read_text().replace("qos_data,1,300,0,1", "qos_data,1,300,0,x"))
+    with pytest.raises(IQFormatError, match=r"packets\.csv: column 'uplink' row 5: not a number"):
+        add_flow_features(base, tmp_path, window=2)
 
 
 def test_cli_baselines_with_a_flow_window(dataset, capsys):
